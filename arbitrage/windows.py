@@ -1,0 +1,442 @@
+"""The incremental rule engine: one `PairTracker` per pair turns ordered ticks into spread rows and window events.
+
+This is what the Spark gold job runs inside `transformWithStateInPandas` (its state is JSON-able for the state
+store); `arbitrage.oracle` implements the same rules (docs/RULES.md) independently with vectorized Polars.
+
+Feed a tracker the pair's ticks in `sort_key` order. Each quote may produce one `SpreadRow` (a tradable comparison)
+and OPEN / CLOSE `WindowEvent`s; a feed status may close windows; `advance_to(watermark)` fires stale closes.
+
+Time: a stale close at `deadline` happens after every tick with `t <= deadline` (a quote exactly S old is still
+compared), so `advance_to(now_us)` means "every tick with t <= now_us has been fed" and fires deadlines <= now_us.
+A tick older than that promise (or older than the last tick fed) is late: it is dropped and counted in `late_ticks`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, localcontext
+from typing import Any
+
+from arbitrage import spread
+from arbitrage.events import FeedState, FeedStatus, Quote
+from arbitrage.pairs import Pair
+from arbitrage.rules import (
+    CLOSE_REASON_BY_STATE,
+    CLOSE_SPREAD,
+    CLOSE_STALE,
+    WIDE,
+    RulesConfig,
+    direction_fees,
+    round_bps,
+    round_money,
+)
+from arbitrage.spread import BUY_BINANCE_SELL_COINBASE, BUY_COINBASE_SELL_BINANCE, DIRECTIONS
+
+STATE_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OTHER = {"coinbase": "binance", "binance": "coinbase"}
+
+
+def us_to_date(ts_us: int) -> date:
+    """The UTC date of a time in microseconds since the epoch."""
+    return (_EPOCH + timedelta(microseconds=ts_us)).date()
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteTick:
+    """One silver quote as the rules see it: venue prices (the tracker applies `Pair.binance_rate`)."""
+
+    exchange: str
+    symbol: str
+    bid: Decimal
+    bid_size: Decimal
+    ask: Decimal
+    ask_size: Decimal
+    event_ts_us: int  # coalesce(ts_event, ts_recv)
+    seq: int | None
+
+    @property
+    def is_crossed(self) -> bool:
+        return self.bid > self.ask
+
+    @classmethod
+    def from_quote(cls, quote: Quote) -> QuoteTick:
+        event_ts = quote.ts_event_us if quote.ts_event_us is not None else quote.ts_recv_us
+        return cls(quote.exchange, quote.symbol, quote.bid, quote.bid_size, quote.ask, quote.ask_size, event_ts, quote.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTick:
+    """One silver feed-status event; `symbol=None` concerns every symbol of the exchange."""
+
+    exchange: str
+    state: FeedState
+    ts_us: int  # ts_recv
+    symbol: str | None = None
+
+    @classmethod
+    def from_status(cls, status: FeedStatus) -> StatusTick:
+        return cls(status.exchange, status.state, status.ts_recv_us, status.symbol)
+
+
+Tick = QuoteTick | StatusTick
+
+
+def sort_key(tick: Tick) -> tuple:
+    """The processing order of docs/RULES.md: (t, kind: status before quote, exchange, seq), then tie-breakers."""
+    if isinstance(tick, StatusTick):
+        return (tick.ts_us, 0, tick.exchange, -1, str(tick.state), tick.symbol or "")
+    return (tick.event_ts_us, 1, tick.exchange, -1 if tick.seq is None else tick.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadRow:
+    """One tradable comparison: a row of silver/spreads (times as integer microseconds)."""
+
+    pair: str
+    event_ts_us: int
+    coinbase_bid: Decimal
+    coinbase_bid_size: Decimal
+    coinbase_ask: Decimal
+    coinbase_ask_size: Decimal
+    binance_bid: Decimal  # converted into the pair's quote currency
+    binance_bid_size: Decimal
+    binance_ask: Decimal
+    binance_ask_size: Decimal
+    coinbase_ts_us: int
+    binance_ts_us: int
+    coinbase_age_ms: int
+    binance_age_ms: int
+    coinbase_seq: int | None
+    binance_seq: int | None
+    cb_bn_gross_bps: Decimal
+    cb_bn_net_bps: Decimal
+    cb_bn_size: Decimal
+    cb_bn_profit: Decimal
+    bn_cb_gross_bps: Decimal
+    bn_cb_net_bps: Decimal
+    bn_cb_size: Decimal
+    bn_cb_profit: Decimal
+
+    @property
+    def date(self) -> date:
+        return us_to_date(self.event_ts_us)
+
+    def net_bps(self, direction: str) -> Decimal:
+        return self.cb_bn_net_bps if direction == BUY_COINBASE_SELL_BINANCE else self.bn_cb_net_bps
+
+    def size(self, direction: str) -> Decimal:
+        return self.cb_bn_size if direction == BUY_COINBASE_SELL_BINANCE else self.bn_cb_size
+
+    def profit(self, direction: str) -> Decimal:
+        return self.cb_bn_profit if direction == BUY_COINBASE_SELL_BINANCE else self.bn_cb_profit
+
+    def as_dict(self) -> dict[str, Any]:
+        """Column name -> value, plus `date`."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "date": self.date}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEvent:
+    """One OPEN or CLOSE event: a row of gold/arb_windows (times as integer microseconds)."""
+
+    window_id: str  # f"{pair}|{direction}|{start_ts_us}"
+    pair: str
+    direction: str
+    event: str  # OPEN / CLOSE
+    start_ts_us: int
+    end_ts_us: int | None  # None on OPEN
+    duration_ms: int | None  # None on OPEN
+    peak_net_bps: Decimal
+    mean_net_bps: Decimal
+    size_at_peak: Decimal
+    profit_at_peak: Decimal
+    ticks: int
+    close_reason: str | None  # spread / stale / feed_gap / feed_disconnect; None on OPEN
+    emitted_ts_us: int | None = None  # filled by the caller when it emits the event
+
+    @property
+    def event_ts_us(self) -> int:
+        """When the event happened in event time: the start for OPEN, the end for CLOSE."""
+        return self.start_ts_us if self.end_ts_us is None else self.end_ts_us
+
+    @property
+    def date(self) -> date:
+        return us_to_date(self.event_ts_us)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Column name -> value, plus `date`."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "date": self.date}
+
+
+SPREAD_COLUMNS = tuple(f.name for f in dataclasses.fields(SpreadRow))
+WINDOW_COLUMNS = tuple(f.name for f in dataclasses.fields(WindowEvent))
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """An exchange's latest usable quote, prices in the pair's quote currency."""
+
+    bid: Decimal
+    bid_size: Decimal
+    ask: Decimal
+    ask_size: Decimal
+    ts_us: int
+    seq: int | None
+
+
+@dataclass(slots=True)
+class _Window:
+    start_us: int
+    ticks: int
+    peak: Decimal
+    size_at_peak: Decimal
+    profit_at_peak: Decimal
+    sum_bps: Decimal
+
+
+def compare(pair: str, t_us: int, coinbase: _Side, binance: _Side, rules: RulesConfig) -> SpreadRow:
+    """Both directions of one comparison at time `t_us` (the newer quote's time)."""
+    values: dict[str, Any] = {}
+    with localcontext(WIDE):
+        for direction in DIRECTIONS:
+            buy, sell = (coinbase, binance) if direction == BUY_COINBASE_SELL_BINANCE else (binance, coinbase)
+            buy_fee, sell_fee = direction_fees(direction, rules.fees)
+            size = min(buy.ask_size, sell.bid_size)
+            edge = spread.net_edge(buy.ask, sell.bid, buy_fee, sell_fee)
+            p = "cb_bn_" if direction == BUY_COINBASE_SELL_BINANCE else "bn_cb_"
+            values[p + "gross_bps"] = round_bps(spread.gross_bps(buy.ask, sell.bid))
+            values[p + "net_bps"] = round_bps(spread.net_bps(buy.ask, sell.bid, buy_fee, sell_fee))
+            values[p + "size"] = size
+            values[p + "profit"] = round_money(spread.estimated_profit(edge, size))
+    return SpreadRow(
+        pair=pair,
+        event_ts_us=t_us,
+        coinbase_bid=coinbase.bid,
+        coinbase_bid_size=coinbase.bid_size,
+        coinbase_ask=coinbase.ask,
+        coinbase_ask_size=coinbase.ask_size,
+        binance_bid=binance.bid,
+        binance_bid_size=binance.bid_size,
+        binance_ask=binance.ask,
+        binance_ask_size=binance.ask_size,
+        coinbase_ts_us=coinbase.ts_us,
+        binance_ts_us=binance.ts_us,
+        coinbase_age_ms=(t_us - coinbase.ts_us) // 1000,
+        binance_age_ms=(t_us - binance.ts_us) // 1000,
+        coinbase_seq=coinbase.seq,
+        binance_seq=binance.seq,
+        **values,
+    )
+
+
+class PairTracker:
+    """The rules of docs/RULES.md for one pair, one tick at a time."""
+
+    def __init__(self, pair: Pair, rules: RulesConfig) -> None:
+        self.pair = pair
+        self.rules = rules
+        self._latest: dict[str, _Side | None] = {"coinbase": None, "binance": None}
+        self._open: dict[str, _Window] = {}  # direction -> its open window
+        self._floor_us: int | None = None  # ticks before this are late
+        self.late_ticks = 0
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+
+    def on_quote(self, tick: QuoteTick) -> list[SpreadRow | WindowEvent]:
+        """Process one quote: stale closes due before it, then at most one SpreadRow and its window events."""
+        if tick.symbol != self.pair.symbol_on(tick.exchange):
+            raise ValueError(f"pair {self.pair.name}: {tick.exchange} {tick.symbol} is not one of its symbols")
+        t = tick.event_ts_us
+        if self._is_late(t):
+            return []
+        out: list[SpreadRow | WindowEvent] = list(self._fire_stale(t - 1))
+        self._floor_us = t
+        if tick.is_crossed:  # kept in silver, never compared
+            return out
+        side = self._side(tick)
+        self._latest[tick.exchange] = side
+        other = self._latest[_OTHER[tick.exchange]]
+        if other is None or t - other.ts_us > self.rules.staleness_us:
+            return out
+        coinbase, binance = (side, other) if tick.exchange == "coinbase" else (other, side)
+        row = compare(self.pair.name, t, coinbase, binance, self.rules)
+        out.append(row)
+        out.extend(self._apply(row))
+        return out
+
+    def on_status(self, tick: StatusTick) -> list[WindowEvent]:
+        """Process one feed status: `gap` / `disconnected` / `stale` invalidates the exchange's quote and closes windows."""
+        if not self._concerns(tick):
+            return []
+        t = tick.ts_us
+        if self._is_late(t):
+            return []
+        out = self._fire_stale(t - 1)
+        self._floor_us = t
+        reason = CLOSE_REASON_BY_STATE.get(FeedState(tick.state))
+        if reason is None:
+            return out
+        self._latest[tick.exchange] = None
+        out.extend(self._close_all(t, reason))
+        return out
+
+    def advance_to(self, now_us: int) -> list[WindowEvent]:
+        """Declare every tick with t <= now_us fed; fire the stale closes whose deadline <= now_us."""
+        out = self._fire_stale(now_us)
+        if self._floor_us is None or now_us + 1 > self._floor_us:
+            self._floor_us = now_us + 1
+        return out
+
+    def next_deadline_us(self) -> int | None:
+        """When the open windows close as stale unless a newer quote of the older side comes (None: nothing open)."""
+        if not self._open:
+            return None
+        coinbase, binance = self._latest["coinbase"], self._latest["binance"]
+        assert coinbase is not None and binance is not None  # a window is open only over two valid quotes
+        return min(coinbase.ts_us, binance.ts_us) + self.rules.staleness_us
+
+    @property
+    def open_windows(self) -> tuple[str, ...]:
+        """Directions with an open window."""
+        return tuple(d for d in DIRECTIONS if d in self._open)
+
+    # -- state store --------------------------------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """A JSON-able snapshot (decimals as strings)."""
+        return {
+            "v": STATE_VERSION,
+            "latest": {ex: None if s is None else _side_to_json(s) for ex, s in self._latest.items()},
+            "open": {d: _window_to_json(w) for d, w in self._open.items()},
+            "floor_us": self._floor_us,
+            "late_ticks": self.late_ticks,
+        }
+
+    @classmethod
+    def from_state(cls, pair: Pair, rules: RulesConfig, state: dict) -> PairTracker:
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"unsupported PairTracker state version {state.get('v')!r}")
+        tracker = cls(pair, rules)
+        tracker._latest = {ex: None if s is None else _side_from_json(s) for ex, s in state["latest"].items()}
+        tracker._open = {d: _window_from_json(w) for d, w in state["open"].items()}
+        tracker._floor_us = state["floor_us"]
+        tracker.late_ticks = state["late_ticks"]
+        return tracker
+
+    # -- rules --------------------------------------------------------------------------------------------------
+
+    def _is_late(self, t_us: int) -> bool:
+        if self._floor_us is not None and t_us < self._floor_us:
+            self.late_ticks += 1
+            return True
+        return False
+
+    def _concerns(self, tick: StatusTick) -> bool:
+        if tick.exchange not in _OTHER:
+            return False
+        return tick.symbol is None or tick.symbol == self.pair.symbol_on(tick.exchange)
+
+    def _side(self, tick: QuoteTick) -> _Side:
+        if tick.exchange == "binance":
+            rate = self.pair.binance_rate
+            with localcontext(WIDE):
+                bid, ask = round_money(tick.bid * rate), round_money(tick.ask * rate)
+        else:
+            bid, ask = tick.bid, tick.ask
+        return _Side(bid, tick.bid_size, ask, tick.ask_size, tick.event_ts_us, tick.seq)
+
+    def _apply(self, row: SpreadRow) -> list[WindowEvent]:
+        out = []
+        for direction in DIRECTIONS:
+            net = row.net_bps(direction)
+            tradable = net >= self.rules.threshold_bps
+            window = self._open.get(direction)
+            if window is None:
+                if tradable:
+                    window = _Window(row.event_ts_us, 1, net, row.size(direction), row.profit(direction), net)
+                    self._open[direction] = window
+                    out.append(self._event(direction, window, None, None))
+            elif tradable:
+                window.ticks += 1
+                window.sum_bps += net
+                if net > window.peak:
+                    window.peak, window.size_at_peak, window.profit_at_peak = net, row.size(direction), row.profit(direction)
+            else:
+                out.append(self._close(direction, row.event_ts_us, CLOSE_SPREAD))
+        return out
+
+    def _fire_stale(self, now_us: int) -> list[WindowEvent]:
+        deadline = self.next_deadline_us()
+        if deadline is None or deadline > now_us:
+            return []
+        return self._close_all(deadline, CLOSE_STALE)
+
+    def _close_all(self, end_us: int, reason: str) -> list[WindowEvent]:
+        return [self._close(d, end_us, reason) for d in DIRECTIONS if d in self._open]
+
+    def _close(self, direction: str, end_us: int, reason: str) -> WindowEvent:
+        return self._event(direction, self._open.pop(direction), end_us, reason)
+
+    def _event(self, direction: str, w: _Window, end_us: int | None, reason: str | None) -> WindowEvent:
+        with localcontext(WIDE):
+            mean = round_bps(w.sum_bps / w.ticks)
+        return WindowEvent(
+            window_id=f"{self.pair.name}|{direction}|{w.start_us}",
+            pair=self.pair.name,
+            direction=direction,
+            event="OPEN" if end_us is None else "CLOSE",
+            start_ts_us=w.start_us,
+            end_ts_us=end_us,
+            duration_ms=None if end_us is None else (end_us - w.start_us) // 1000,
+            peak_net_bps=w.peak,
+            mean_net_bps=mean,
+            size_at_peak=w.size_at_peak,
+            profit_at_peak=w.profit_at_peak,
+            ticks=w.ticks,
+            close_reason=reason,
+        )
+
+
+def _side_to_json(s: _Side) -> list:
+    return [str(s.bid), str(s.bid_size), str(s.ask), str(s.ask_size), s.ts_us, s.seq]
+
+
+def _side_from_json(v: list) -> _Side:
+    return _Side(Decimal(v[0]), Decimal(v[1]), Decimal(v[2]), Decimal(v[3]), int(v[4]), v[5])
+
+
+def _window_to_json(w: _Window) -> dict:
+    return {
+        "start_us": w.start_us,
+        "ticks": w.ticks,
+        "peak": str(w.peak),
+        "size_at_peak": str(w.size_at_peak),
+        "profit_at_peak": str(w.profit_at_peak),
+        "sum_bps": str(w.sum_bps),
+    }
+
+
+def _window_from_json(v: dict) -> _Window:
+    return _Window(
+        v["start_us"], v["ticks"], Decimal(v["peak"]), Decimal(v["size_at_peak"]), Decimal(v["profit_at_peak"]),
+        Decimal(v["sum_bps"]),
+    )
+
+
+__all__ = [
+    "BUY_BINANCE_SELL_COINBASE",
+    "BUY_COINBASE_SELL_BINANCE",
+    "PairTracker",
+    "QuoteTick",
+    "SPREAD_COLUMNS",
+    "SpreadRow",
+    "StatusTick",
+    "WINDOW_COLUMNS",
+    "WindowEvent",
+    "compare",
+    "sort_key",
+    "us_to_date",
+]
