@@ -198,25 +198,16 @@ def run_normalize(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.connection import ConnectionConfig, FeedConnection, Recorder
-    from producers.kafka_sink import KafkaSink
-    from producers.metrics import ProducerMetrics, metrics_path, write_periodically
+    from producers.service import Producer, ProducerSpec
 
     setup_logging()
     symbols = args.symbols or default_symbols(args.exchange)
     symbol_map = load_markets(args.exchange, args.markets, offline_default=False)
     feed = make_feed(args.exchange, symbol_map, symbols)
-    url = feed.url(args.url)
-    config = ConnectionConfig(
-        url=url,
-        silence_timeout_s=args.silence_timeout,
-        max_age_s=getattr(feed, "max_connection_age_s", None),
-    )
-    metrics = ProducerMetrics(args.exchange, url)
-    recorder_file = open(args.record, "ab") if args.record else None  # noqa: SIM115 - closed below
-    recorder = Recorder(recorder_file) if recorder_file else None
-    sink = KafkaSink(settings.kafka, args.exchange, metrics)
-    log_event(log, "producer_start", exchange=args.exchange, symbols=",".join(symbols), url=url,
+    spec = ProducerSpec(exchange=args.exchange, symbols=symbols, url=args.url, record=args.record,
+                        silence_timeout_s=args.silence_timeout)
+    producer = Producer(spec, settings, feed=feed)
+    log_event(log, "producer_start", exchange=args.exchange, symbols=",".join(symbols), url=producer.url,
               kafka=settings.kafka.bootstrap)
 
     async def main() -> None:
@@ -224,19 +215,13 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        writer = asyncio.create_task(write_periodically(metrics, metrics_path(settings.run_dir, args.exchange)))
-        try:
-            await FeedConnection(feed, sink, metrics, config, recorder).run(stop)
-        finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        await producer.run(stop)
 
     try:
         asyncio.run(main())
     finally:
-        undelivered = sink.close(timeout_s=10.0)
-        if recorder_file:
-            recorder_file.close()
-        log_event(log, "producer_stop", exchange=args.exchange, frames=metrics.frames, quotes=metrics.quotes,
-                  trades=metrics.trades, invalid=metrics.invalid, undelivered=undelivered)
+        undelivered = producer.close(timeout_s=10.0)
+        m = producer.metrics
+        log_event(log, "producer_stop", exchange=args.exchange, frames=m.frames, quotes=m.quotes, trades=m.trades,
+                  invalid=m.invalid, reconnects=m.reconnects, undelivered=undelivered)
     return 0

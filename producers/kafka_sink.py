@@ -58,6 +58,8 @@ class KafkaSink:
         conf = {**kafka.client_config(), **DEFAULT_PRODUCER_CONFIG, "client.id": f"arb-producer-{exchange}"}
         conf.update(overrides or {})
         conf["error_cb"] = self._on_error
+        # librdkafka's own log lines (refused connections while a broker restarts, ...) go to our logger, not stderr.
+        conf["logger"] = logging.getLogger("producers.kafka.librdkafka")
         self._producer = Producer(conf)
         # receive -> ack latencies in microseconds (for `arb bench ingest`); None when not measuring
         self.ack_latencies_us: list[int] | None = [] if record_latency else None
@@ -146,13 +148,15 @@ class KafkaSink:
         return self._producer.flush(timeout_s)
 
     def pending(self) -> int:
-        return len(self._producer)
+        """Messages produced but not yet acknowledged (0 after close)."""
+        return len(self._producer) if self._producer is not None else 0
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flush, stop the poll thread; returns the number of messages that could not be delivered in time."""
         remaining = self.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=1.0)
+        self._producer = None  # drop librdkafka's handle now: no reconnect attempts after close
         if remaining:
             log_event(log, "flush_incomplete", logging.WARNING, exchange=self.exchange, undelivered=remaining)
         return remaining
