@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import plotly.graph_objects as go
@@ -39,7 +39,7 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
 
 
 def spread_figure(series: pl.DataFrame, pair: str, threshold_bps: Decimal, fees: FeeSchedule,
-                  range_start: datetime, range_end: datetime, empty_message: str | None = None) -> go.Figure:
+                  empty_message: str | None = None) -> go.Figure:
     """Net spread of both directions over time (best per bucket), with the tradable threshold and break-even.
 
     `series` has columns `ts` (UTC datetime), `cb_bn`, `bn_cb` (net bps, float). Net bps already pay both taker
@@ -64,7 +64,7 @@ def spread_figure(series: pl.DataFrame, pair: str, threshold_bps: Decimal, fees:
         title=title, template="plotly_white", height=420, uirevision=pair,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
         legend={"orientation": "h", "y": -0.15},
-        xaxis={"title": "time (UTC)", "range": [_naive_utc(range_start), _naive_utc(range_end)]},
+        xaxis={"title": "time (UTC)"},
         yaxis={"title": "net bps"},
     )
     return fig
@@ -94,16 +94,16 @@ def fmt_num(value: Any, places: int = 2) -> str:
     number = _dec(value)
     if number is None:
         return "–"
-    return f"{number:,.{places}f}"
+    return f"{number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
 def fmt_price(value: Any) -> str:
-    """Prices keep the precision they need: 8 significant decimals at most, trailing zeros dropped."""
+    """Prices keep the precision they need: 2 to 8 decimals, trailing zeros dropped."""
     number = _dec(value)
     if number is None:
         return "–"
-    text = f"{number:,.8f}".rstrip("0")
-    return text + "00" if text.endswith(".") else text
+    whole, _, frac = f"{number:,.8f}".partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
 def fmt_age(seconds: float | None) -> str:
