@@ -27,8 +27,9 @@ from arb.settings import ConfigError, Settings
 log = logging.getLogger("arb.up")
 
 SOURCES = ("emulator", "live")
-DEFAULT_COINBASE_PORT = 18765  # emulator ports used by `arb up`; not the exchanges' own
-DEFAULT_BINANCE_PORT = 18766
+DEFAULT_COINBASE_PORT = 8701  # the emulator's own defaults (`arb emulate`)
+DEFAULT_BINANCE_PORT = 8702
+DEFAULT_CONTROL_PORT = 8703
 DEFAULT_DASHBOARD_PORT = 8050
 
 
@@ -59,6 +60,7 @@ class UpOptions:
     dashboard: bool = True
     coinbase_port: int = DEFAULT_COINBASE_PORT
     binance_port: int = DEFAULT_BINANCE_PORT
+    control_port: int = DEFAULT_CONTROL_PORT
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     status_interval_s: float = 5.0
 
@@ -103,10 +105,11 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
             stop_timeout_s=40.0, where=f"bootstrap {settings.kafka.bootstrap}")),
         (emulated, Component(
             "emulator", ("emulate", "--scenario", opts.scenario, "--coinbase-port", str(opts.coinbase_port),
-                         "--binance-port", str(opts.binance_port)),
+                         "--binance-port", str(opts.binance_port), "--control-port", str(opts.control_port)),
             ready=lambda: all(accepts_connections(host, p) for p in (opts.coinbase_port, opts.binance_port)),
             metrics="emulator.json",
-            where=f"coinbase ws://{host}:{opts.coinbase_port}  binance ws://{host}:{opts.binance_port}")),
+            where=f"coinbase ws://{host}:{opts.coinbase_port}  binance ws://{host}:{opts.binance_port}  "
+                  f"control http://{host}:{opts.control_port}")),
         (True, produce("coinbase", opts.coinbase_port)),
         (True, produce("binance", opts.binance_port)),
         (opts.stream, Component("stream", ("stream", "all"), stop_timeout_s=60.0, metrics="stream-*.json")),
@@ -468,6 +471,8 @@ def register(subparsers) -> None:
                         help=f"emulator's Coinbase port (default {DEFAULT_COINBASE_PORT})")
     parser.add_argument("--binance-port", type=_port, default=DEFAULT_BINANCE_PORT,
                         help=f"emulator's Binance port (default {DEFAULT_BINANCE_PORT})")
+    parser.add_argument("--control-port", type=_port, default=DEFAULT_CONTROL_PORT,
+                        help=f"emulator's HTTP control port, for faults on demand (default {DEFAULT_CONTROL_PORT})")
     parser.add_argument("--dashboard-port", type=_port, default=DEFAULT_DASHBOARD_PORT,
                         help=f"dashboard port (default {DEFAULT_DASHBOARD_PORT})")
     parser.add_argument("--status-interval", type=float, default=5.0, metavar="SECONDS",
@@ -477,13 +482,13 @@ def register(subparsers) -> None:
 
 def _handle(args: argparse.Namespace, settings: Settings) -> int:
     setup_logging()
-    if args.source == "emulator" and args.coinbase_port == args.binance_port:
-        raise ConfigError("--coinbase-port and --binance-port must differ")
+    if args.source == "emulator" and len({args.coinbase_port, args.binance_port, args.control_port}) < 3:
+        raise ConfigError("--coinbase-port, --binance-port and --control-port must differ")
     if args.status_interval <= 0:
         raise ConfigError("--status-interval must be positive")
     opts = UpOptions(source=args.source, symbols=args.symbols, scenario=args.scenario, stream=args.stream,
                      dashboard=args.dashboard, coinbase_port=args.coinbase_port, binance_port=args.binance_port,
-                     dashboard_port=args.dashboard_port, status_interval_s=args.status_interval)
+                     control_port=args.control_port, dashboard_port=args.dashboard_port, status_interval_s=args.status_interval)
     commands = available_commands()
     plan = []
     for component in components(opts, settings):

@@ -75,7 +75,8 @@ def test_equal_emulator_ports_exit_2_with_one_line():
     result = _run(["up", "--coinbase-port", "18000", "--binance-port", "18000"])
 
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1] == "arb up: error: --coinbase-port and --binance-port must differ"
+    assert result.stderr.splitlines()[-1] == \
+        "arb up: error: --coinbase-port, --binance-port and --control-port must differ"
 
 
 def test_help_does_not_import_spark_dash_or_polars():

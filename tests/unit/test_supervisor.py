@@ -21,12 +21,13 @@ def test_emulator_plan_starts_kafka_emulator_producers_stream_dashboard_in_that_
 
 
 def test_producers_point_at_the_emulator_ports():
-    plan = {c.name: c for c in components(UpOptions(coinbase_port=20001, binance_port=20002), Settings())}
+    opts = UpOptions(coinbase_port=20001, binance_port=20002, control_port=20003)
+    plan = {c.name: c for c in components(opts, Settings())}
 
     assert plan["producer-coinbase"].argv == ("produce", "--exchange", "coinbase", "--url", "ws://127.0.0.1:20001")
     assert plan["producer-binance"].argv == ("produce", "--exchange", "binance", "--url", "ws://127.0.0.1:20002")
     assert plan["emulator"].argv == ("emulate", "--scenario", "demo", "--coinbase-port", "20001",
-                                     "--binance-port", "20002")
+                                     "--binance-port", "20002", "--control-port", "20003")
 
 
 def test_live_plan_with_external_kafka_runs_only_producers_on_their_default_urls():

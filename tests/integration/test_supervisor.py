@@ -1,0 +1,133 @@
+"""`arb up --source emulator --no-stream --no-dashboard` as a user runs it: real broker, emulator, producers.
+
+One stack is started for the module (it costs a broker start); the tests run in file order and the last one stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from arb.settings import KafkaSettings, Settings
+from tests.conftest import arb_env, consume_all, free_port, make_data_dir
+
+pytestmark = pytest.mark.integration
+
+STARTED = re.compile(r"event=started component=(\S+) pid=(\d+)")
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen
+    settings: Settings
+    stdout: Path
+    stderr: Path
+
+    def out(self) -> str:
+        return self.stdout.read_text()
+
+    def pids(self) -> dict[str, list[int]]:
+        """Every pid each component has had, in start order."""
+        pids: dict[str, list[int]] = {}
+        for name, pid in STARTED.findall(self.stderr.read_text()):
+            pids.setdefault(name, []).append(int(pid))
+        return pids
+
+    def metrics(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.settings.run_dir / "metrics" / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _wait(predicate, timeout_s: float, what: str, stack: Stack) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if stack.process.poll() is not None:
+            pytest.fail(f"arb up exited ({stack.process.returncode}) waiting for {what}:\n{stack.out()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{stack.out()[-3000:]}\n{stack.stderr.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    data_dir = make_data_dir(tmp_path_factory.mktemp("up") / "data")
+    settings = Settings(data_dir=data_dir, kafka=KafkaSettings(embedded_port=free_port(),
+                                                               embedded_controller_port=free_port()))
+    stdout, stderr = data_dir / "up.out", data_dir / "up.err"
+    argv = [sys.executable, "-m", "arb.cli", "up", "--source", "emulator", "--no-stream", "--no-dashboard",
+            "--coinbase-port", str(free_port()), "--binance-port", str(free_port()),
+            "--control-port", str(free_port()), "--status-interval", "2"]
+    with open(stdout, "w") as out, open(stderr, "w") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=arb_env(settings), start_new_session=True)
+    stack = Stack(process, settings, stdout, stderr)
+    try:
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        for pids in stack.pids().values():  # never leave a broker or producer behind
+            for pid in pids:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_up_starts_kafka_emulator_and_both_producers_and_quotes_reach_kafka(stack):
+    _wait(lambda: "producer-binance   up" in stack.out(), 180, "all components up", stack)
+    _wait(lambda: all((stack.metrics(f"producer-{x}") or {}).get("quotes", 0) > 0 for x in ("coinbase", "binance")),
+          90, "quotes counted by both producers", stack)
+
+    topics = stack.settings.kafka.topics
+    quotes = {x: consume_all(stack.settings, topics.quotes(x), min_count=1, timeout_s=30) for x in ("coinbase", "binance")}
+
+    assert set(stack.pids()) == {"kafka", "emulator", "producer-coinbase", "producer-binance"}
+    assert all(len(records) > 0 for records in quotes.values())
+    assert f"kafka       127.0.0.1:{stack.settings.kafka.embedded_port} (embedded)" in stack.out()
+    _wait(lambda: re.search(r"topics +coinbase\.quotes [1-9][\d,]*/s", stack.out()), 30, "a status line with topic rates",
+          stack)
+
+
+def test_a_killed_producer_is_restarted_with_a_new_pid(stack):
+    first = stack.pids()["producer-binance"][-1]
+
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: len(stack.pids()["producer-binance"]) == 2, 30, "producer-binance restarted", stack)
+
+    second = stack.pids()["producer-binance"][-1]
+    assert second != first and _alive(second)
+    assert "producer-binance exited (code -9)" in stack.out()
+
+
+def test_sigterm_stops_every_component_in_reverse_order_and_exits_0(stack):
+    pids = [pid for history in stack.pids().values() for pid in history]
+
+    stack.process.send_signal(signal.SIGTERM)
+    code = stack.process.wait(120)
+
+    stopped = re.findall(r"^\S+ (\S+)\s+stopped", stack.out(), flags=re.M)
+    assert code == 0
+    assert stopped == ["producer-binance", "producer-coinbase", "emulator", "kafka"]
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert not (stack.settings.run_dir / "up.pid").exists()
