@@ -51,7 +51,7 @@ def spread_figure(series: pl.DataFrame, pair: str, threshold_bps: Decimal, fees:
     fig = go.Figure()
     xs = [_naive_utc(t) for t in series["ts"].to_list()]
     for column, label, color in SERIES:
-        fig.add_trace(go.Scattergl(x=xs, y=series[column].to_list(), mode="lines", name=label,
+        fig.add_trace(go.Scatter(x=xs, y=series[column].to_list(), mode="lines", name=label,
                                    line={"color": color, "width": 1.5}, connectgaps=False))
     be_cb_bn = break_even_gross_bps(fees.coinbase, fees.binance)
     be_bn_cb = break_even_gross_bps(fees.binance, fees.coinbase)

@@ -15,7 +15,7 @@ FEED_COLUMNS = [("exchange", "exchange"), ("connected", "connected"), ("last_msg
                 ("msgs_per_s", "msgs/s"), ("events_per_s", "events/s"), ("gaps", "gaps"),
                 ("reconnects", "reconnects"), ("last_status", "last status")]
 PIPELINE_COLUMNS = [("job", "job"), ("events_per_s", "events/s"), ("processed_per_s", "processed/s"),
-                    ("p50_ms", "detect p50 ms"), ("p99_ms", "detect p99 ms"), ("batch", "batch"),
+                    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("batch", "batch"),
                     ("batch_ms", "batch ms"), ("last_batch", "last batch")]
 
 
@@ -26,7 +26,7 @@ def feed_layout(config: DashboardConfig) -> html.Section:
 
 
 def pipeline_layout(config: DashboardConfig) -> html.Section:
-    return card("Pipeline health", table(ids.PIPELINE_TABLE, PIPELINE_COLUMNS))
+    return card("Pipeline health · detection latency p50/p99", table(ids.PIPELINE_TABLE, PIPELINE_COLUMNS))
 
 
 def health_update(config: DashboardConfig, lake: Lake, state: dict | None, now_us: int):

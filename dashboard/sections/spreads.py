@@ -56,7 +56,8 @@ def spread_update(config: DashboardConfig, lake: Lake, pair: str, range_key: str
         message = empty_lake_message(config)
         state["empty"] = message
         unchanged = same_view and cursor.get("empty") == message and not reload
-        figure = no_update if unchanged else figures.empty_figure(message, f"{pair}: net spread")
+        figure = no_update if unchanged else figures.empty_figure(f"No data yet: no {SPREADS} table in the lake.",
+                                                                  f"{pair}: net spread")
         return figure, no_update, state, message, {}
     if series.height == 0:
         message = f"No spreads for {pair} in the last {range_key} yet."
