@@ -368,8 +368,12 @@ class EmbeddedKafka:
             raise KafkaError(f"formatting {cfg.log_dir} failed: {reason[-1] if reason else result.returncode}")
         log_event(log, "storage_formatted", log_dir=cfg.log_dir)
 
-    def start(self, wait: bool = True) -> None:
-        """Start the broker in the background (it outlives this process) and wait until it answers."""
+    def start(self, wait: bool = True, tie_to_parent: bool = False) -> None:
+        """Start the broker in the background and wait until it answers.
+
+        The broker outlives this process, unless `tie_to_parent` (tests, benchmarks): then it gets SIGTERM when
+        this process dies, however it dies.
+        """
         import subprocess
 
         self.prepare()
@@ -377,7 +381,7 @@ class EmbeddedKafka:
         with open(cfg.stdout_log, "ab") as out:
             self._process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=cfg.home,
+                start_new_session=True, cwd=cfg.home, preexec_fn=set_parent_death_signal if tie_to_parent else None,
             )
         cfg.pid_file.write_text(f"{self._process.pid}\n")
         log_event(log, "starting", pid=self._process.pid, bootstrap=cfg.bootstrap, home=cfg.home)
@@ -442,6 +446,16 @@ class EmbeddedKafka:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def set_parent_death_signal() -> None:
+    """In a child process: receive SIGTERM when the parent dies (Linux `PR_SET_PDEATHSIG`), so no broker is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def _is_zombie(pid: int) -> bool:

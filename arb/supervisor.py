@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from arb.kafka import set_parent_death_signal
 from arb.logs import log_event, setup_logging
 from arb.settings import ConfigError, Settings
 
@@ -135,16 +136,6 @@ def available_commands() -> set[str]:
 # --- running children -------------------------------------------------------------------------------------------
 
 
-def _set_parent_death_signal() -> None:
-    """In the child: get SIGTERM if the supervisor dies without stopping us (no orphaned brokers)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @dataclass
 class Child:
     component: Component
@@ -204,7 +195,7 @@ class Supervisor:
             child.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd(),
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-                preexec_fn=_set_parent_death_signal,
+                preexec_fn=set_parent_death_signal,
             )
         child.started_at = time.monotonic()
         child.restart_at = None

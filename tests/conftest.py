@@ -162,7 +162,7 @@ def kafka_broker(tmp_path_factory) -> KafkaBroker:
     config = dataclasses.replace(EmbeddedKafkaConfig.from_settings(settings), stop_timeout_s=20.0)
     broker = EmbeddedKafka(config)
     try:
-        broker.start()
+        broker.start(tie_to_parent=True)  # a killed pytest takes its broker with it
     except Exception as exc:
         log = config.server_log.read_text()[-3000:] if config.server_log.exists() else ""
         pytest.fail(f"embedded Kafka did not start: {exc}\n{log}")
