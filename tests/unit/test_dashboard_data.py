@@ -224,3 +224,39 @@ def test_create_app_reads_nothing_until_asked_and_lays_out_every_section(tmp_pat
     for component_id in ("spread-graph", "quotes-table", "windows-table", "alerts-list", "feed-table",
                          "pipeline-table", "pair-picker", "range-picker", "empty-state"):
         assert component_id in text
+
+
+def test_arb_dashboard_binds_localhost_on_8050_by_default(tmp_path, monkeypatch):
+    from arb import cli
+
+    served = {}
+
+    def fake_run(self, host, port, debug):
+        served.update(host=host, port=port, debug=debug, title=self.title)
+
+    monkeypatch.setenv("ARB_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ARB_HOST", raising=False)
+    monkeypatch.setattr("dash.Dash.run", fake_run)
+
+    assert cli.main(["dashboard"]) == 0
+    assert served == {"host": "127.0.0.1", "port": 8050, "debug": False, "title": "arb dashboard"}
+
+
+@pytest.mark.parametrize("argv", [["dashboard", "--port", "0"], ["dashboard", "--port", "http"]])
+def test_arb_dashboard_bad_port_exits_2_with_one_line(argv, capsys):
+    from arb import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_arb_dashboard_bad_pairs_is_a_config_error(tmp_path, monkeypatch, capsys):
+    from arb import cli
+
+    monkeypatch.setenv("ARB_DATA_DIR", str(tmp_path))
+
+    assert cli.main(["dashboard", "--pairs", "BTC/USD=BTC/USD~BTC/USDT"]) == 2
+    assert "quote currencies differ" in capsys.readouterr().err
