@@ -1,0 +1,132 @@
+"""Streaming configuration: one frozen object per run, built from `Settings` in `main()` or a test fixture.
+
+Lake and checkpoint locations are plain strings joined with "/", never `pathlib`, so that an `s3a://bucket/lake` or
+`abfss://...` location works exactly like the local default (`data/lake`, `data/checkpoints/<job>`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from arb.settings import ConfigError, Settings
+
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+HDFS = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
+STATE_STORES = {"rocksdb": ROCKSDB, "hdfs": HDFS}
+
+
+def join_path(base: str, *parts: str) -> str:
+    """`base/part/part` for any Hadoop URI or local path (no pathlib: `s3a://b/x` must stay `s3a://b/x`)."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@dataclass(frozen=True, slots=True)
+class SparkConfig:
+    """How the Spark session is made. Every field can be overridden; `extra` wins over everything."""
+
+    master: str = "local[*]"
+    app_name: str = "arb-stream"
+    jars_dir: str = "data/jars/spark"
+    shuffle_partitions: int = 0  # 0: the number of cores of the local master (2 on the dev machine)
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    log_level: str = "WARN"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobConfig:
+    """Per-query knobs: trigger interval ("0 seconds" = run batches back to back) and state store."""
+
+    trigger: str = "0 seconds"
+    state_store: str = "rocksdb"  # rocksdb | hdfs (transformWithState requires rocksdb)
+    max_offsets_per_trigger: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.state_store not in STATE_STORES:
+            raise ConfigError(f"state store must be one of {sorted(STATE_STORES)}, got {self.state_store!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingConfig:
+    """Where the lake and checkpoints live, which topics to read, and the event-time rules of the jobs."""
+
+    lake: str
+    checkpoints: str
+    alert_log: str
+    metrics_dir: str
+    kafka_options: Mapping[str, str]  # `kafka.bootstrap.servers` etc., passed to every Kafka source/sink
+    topics: Any  # arb.settings.Topics
+    rules: Any  # arbitrage.rules.RulesConfig
+    spark: SparkConfig = SparkConfig()
+    # Event-time lateness tolerated before a tick is final (and processed in the RULES.md order).
+    watermark_delay_ms: int = 300
+    # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
+    dedupe_watermark: str = "1 minute"
+    hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
+    silver: JobConfig = JobConfig(trigger="1 second", state_store="hdfs")
+    bronze: JobConfig = JobConfig(trigger="2 seconds", state_store="hdfs")
+    starting_offsets: str = "earliest"
+    # A timestamp more than this far ahead of the receive time, or this far behind it, is rejected to dead letter.
+    max_future_ms: int = 5_000
+    max_age_ms: int = 7 * 24 * 3600 * 1000
+
+    def table(self, name: str) -> str:
+        """Location of a Delta table, e.g. `table("silver/quotes")`."""
+        return join_path(self.lake, name)
+
+    def checkpoint(self, job: str) -> str:
+        return join_path(self.checkpoints, job)
+
+    def replace(self, **changes: Any) -> "StreamingConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def kafka_options(settings: Settings) -> dict[str, str]:
+    """The Spark Kafka source/sink options for `settings.kafka` (same keys as librdkafka, `kafka.`-prefixed)."""
+    conf = settings.kafka.client_config()
+    options = {f"kafka.{key}": value for key, value in conf.items()}
+    if "kafka.sasl.username" in options:  # the JVM client wants a JAAS line instead of username/password
+        user = options.pop("kafka.sasl.username")
+        password = options.pop("kafka.sasl.password", "")
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        if options.get("kafka.sasl.mechanism", "").upper().startswith("SCRAM"):
+            module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        options["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
+    return options
+
+
+def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
+                  **overrides: Any) -> StreamingConfig:
+    """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
+    `ARB_STATE_STORE` (hot path) and `ARB_WATERMARK_MS` override them; keyword arguments override everything."""
+    env = os.environ if environ is None else environ
+    if rules is None:
+        from arbitrage.rules import RulesConfig
+
+        rules = RulesConfig()
+    spark = SparkConfig(
+        master=env.get("ARB_SPARK_MASTER") or "local[*]",
+        jars_dir=str(settings.jars_dir / "spark"),
+    )
+    hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb")
+    try:
+        watermark_ms = int(env.get("ARB_WATERMARK_MS") or 300)
+    except ValueError:
+        raise ConfigError(f"ARB_WATERMARK_MS must be an integer, got {env.get('ARB_WATERMARK_MS')!r}") from None
+    config = StreamingConfig(
+        lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,
+        checkpoints=env.get("ARB_CHECKPOINT_DIR") or settings.checkpoint_dir,
+        alert_log=str(settings.alert_log),
+        metrics_dir=str(settings.run_dir / "metrics"),
+        kafka_options=kafka_options(settings),
+        topics=settings.kafka.topics,
+        rules=rules,
+        spark=spark,
+        hotpath=hotpath,
+        watermark_delay_ms=watermark_ms,
+    )
+    return config.replace(**overrides) if overrides else config

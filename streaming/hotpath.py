@@ -1,0 +1,305 @@
+"""The hot path: Kafka quotes + feed status -> spreads -> arbitrage windows -> alerts, in one streaming query.
+
+Alignment rule (docs/RULES.md, "as-of, one row per tick"): for each quote tick q of exchange X at event time t, take
+the latest quote r of the other exchange at or before q in the order (t, status before quote, exchange, seq); if r
+exists, was not invalidated by a feed gap/disconnect/stale, and t - t_r <= S (the staleness bound), emit ONE row of
+silver/spreads comparing q and r in both directions. A row is one tradable comparison at the moment the newer quote
+arrived, never a cross product of ticks.
+
+Query layout: one Kafka source reads both quote topics and the feed-status topic; the shared silver parse types and
+validates them; one watermark (`watermark_delay_ms`) runs on the union's event time; a static map sends each quote
+(and each feed status) to its pair(s); `transformWithStateInPandas` keyed by pair runs `ArbProcessor`. The processor
+buffers a pair's ticks in the state store until the watermark passes them (so it sees them in the RULES.md order, as
+the Polars oracle does), feeds them to `arbitrage.windows.PairTracker`, keeps the tracker in the state store, and sets
+an event-time timer for the next stale deadline or buffered tick. It emits spread rows and OPEN/CLOSE events in the
+same micro-batch; `streaming.sinks.HotPathSink` writes silver/spreads, gold/arb_windows and the alerts.
+
+Why no stream-stream join in front (the design the issue sketched): a range join on (pair, time bucket) with
+|t_cb - t_bn| <= S emits every pair of ticks within S, i.e. rate_cb * rate_bn * 2S rows per second per pair (~110,000
+rows/s at 333 ticks/s per side and S = 500 ms) which the processor would then collapse back to one row per tick; see
+docs/BENCHMARKS.md "Pipeline" for the measurement. The as-of rule needs only the latest quote per side, which the
+processor keeps anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any, Iterator
+
+import orjson
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
+from pyspark.sql.types import (
+    DecimalType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from arbitrage.events import FeedState
+from arbitrage.rules import RulesConfig
+from arbitrage.windows import (
+    SPREAD_COLUMNS,
+    PairTracker,
+    QuoteTick,
+    SpreadRow,
+    StatusTick,
+    WindowEvent,
+    sort_key,
+)
+
+MONEY = DecimalType(30, 12)
+
+TICK_COLUMNS = ("pair", "kind", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "t_us", "seq", "state")
+
+_LONG_FIELDS = ("event_ts_us", "coinbase_ts_us", "binance_ts_us", "coinbase_age_ms", "binance_age_ms",
+                "coinbase_seq", "binance_seq", "start_ts_us", "end_ts_us", "duration_ms", "ticks", "emitted_ts_us")
+_TEXT_FIELDS = ("kind", "pair", "window_id", "direction", "event", "close_reason")
+_WINDOW_COLUMNS = ("window_id", "direction", "event", "start_ts_us", "end_ts_us", "duration_ms", "peak_net_bps",
+                   "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason", "emitted_ts_us")
+# One output type for both kinds of rows: `kind` says which half is filled. Decimals cross the Arrow boundary as
+# exact decimal strings and are cast back to decimal(30,12) in Spark.
+OUTPUT_COLUMNS = ("kind", "pair", *(c for c in SPREAD_COLUMNS if c != "pair"), *_WINDOW_COLUMNS)
+MONEY_COLUMNS = tuple(c for c in OUTPUT_COLUMNS if c not in _LONG_FIELDS and c not in _TEXT_FIELDS)
+OUTPUT_SCHEMA = StructType([
+    StructField(c, LongType() if c in _LONG_FIELDS else StringType()) for c in OUTPUT_COLUMNS
+])
+STATE_SCHEMA = StructType([StructField("json", StringType())])
+
+
+def pair_map(spark: Any, rules: RulesConfig) -> DataFrame:
+    """The static (exchange, symbol) -> pair map of the configured pairs."""
+    rows = [(p.name, exchange, p.symbol_on(exchange)) for p in rules.pairs for exchange in ("coinbase", "binance")]
+    return spark.createDataFrame(rows, "pair string, pm_exchange string, pm_symbol string")
+
+
+def pair_ticks(events: DataFrame, pairs: DataFrame) -> DataFrame:
+    """Valid quotes (crossed ones too: the tracker skips them) and feed statuses -> one tick row per pair concerned.
+
+    A feed status without a symbol concerns every pair of its exchange.
+    """
+    usable = events.where(F.col("reason").isNull() & F.col("kind").isin("quote", "status")).select(
+        "kind", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "event_ts", "seq", "state",
+    )
+    concerns = (F.col("exchange") == F.col("pm_exchange")) & (
+        F.col("symbol").eqNullSafe(F.col("pm_symbol")) | ((F.col("kind") == "status") & F.col("symbol").isNull())
+    )
+    joined = usable.join(F.broadcast(pairs), on=concerns, how="inner")
+    return joined.select(
+        "pair", "kind", "exchange", F.col("pm_symbol").alias("symbol"), "bid", "bid_size", "ask", "ask_size",
+        F.unix_micros("event_ts").alias("t_us"), "seq", "state", "event_ts",
+    )
+
+
+def _decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _tick_to_json(tick: QuoteTick | StatusTick) -> list:
+    if isinstance(tick, StatusTick):
+        return ["s", tick.exchange, str(tick.state), tick.ts_us, tick.symbol]
+    return ["q", tick.exchange, tick.symbol, str(tick.bid), str(tick.bid_size), str(tick.ask), str(tick.ask_size),
+            tick.event_ts_us, tick.seq]
+
+
+def _tick_from_json(v: list) -> QuoteTick | StatusTick:
+    if v[0] == "s":
+        return StatusTick(v[1], FeedState(v[2]), v[3], v[4])
+    return QuoteTick(v[1], v[2], Decimal(v[3]), Decimal(v[4]), Decimal(v[5]), Decimal(v[6]), v[7], v[8])
+
+
+def ticks_from_frame(pdf: pd.DataFrame) -> list[QuoteTick | StatusTick]:
+    """Input rows of one pair (TICK_COLUMNS) -> rule ticks."""
+    out: list[QuoteTick | StatusTick] = []
+    for row in pdf.itertuples(index=False):
+        if row.kind == "status":
+            out.append(StatusTick(row.exchange, FeedState(row.state), int(row.t_us), None))
+        else:
+            out.append(QuoteTick(row.exchange, row.symbol, _decimal(row.bid), _decimal(row.bid_size),
+                                 _decimal(row.ask), _decimal(row.ask_size), int(row.t_us), _opt_int(row.seq)))
+    return out
+
+
+def _identity(tick: QuoteTick | StatusTick) -> tuple:
+    """Two deliveries of the same tick (a producer resend) have the same identity."""
+    if isinstance(tick, StatusTick):
+        return ("s", tick.exchange, str(tick.state), tick.ts_us)
+    return ("q", tick.exchange, tick.seq, tick.event_ts_us)
+
+
+def output_rows(items: list[SpreadRow | WindowEvent], emitted_us: int) -> list[dict]:
+    rows = []
+    for item in items:
+        if isinstance(item, SpreadRow):
+            rows.append({"kind": "spread", **{name: getattr(item, name) for name in SPREAD_COLUMNS}})
+        else:
+            row = {name: getattr(item, name) for name in (
+                "pair", "window_id", "direction", "event", "start_ts_us", "end_ts_us", "duration_ms",
+                "peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason")}
+            rows.append({"kind": "window", **row, "emitted_ts_us": emitted_us})
+    return rows
+
+
+def output_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> a pandas frame typed for OUTPUT_SCHEMA (nullable Int64 longs, decimals as plain strings)."""
+    columns: dict[str, pd.Series] = {}
+    for name in OUTPUT_COLUMNS:
+        values = [row.get(name) for row in rows]
+        if name in _LONG_FIELDS:
+            columns[name] = pd.Series(values, dtype="Int64")
+        elif name in _TEXT_FIELDS:
+            columns[name] = pd.Series(values, dtype=object)
+        else:
+            columns[name] = pd.Series([None if v is None else format(v, "f") for v in values], dtype=object)
+    return pd.DataFrame(columns)
+
+
+class PairState:
+    """A pair's tracker plus the ticks not yet final (event time above the watermark), as one JSON document."""
+
+    def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None) -> None:
+        self.tracker = tracker
+        self.buffer = buffer
+        self.timer_ms = timer_ms
+
+    @classmethod
+    def load(cls, raw: str | None, pair: Any, rules: RulesConfig) -> "PairState":
+        if raw is None:
+            return cls(PairTracker(pair, rules), [], None)
+        doc = orjson.loads(raw)
+        return cls(PairTracker.from_state(pair, rules, doc["tracker"]),
+                   [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"])
+
+    def dump(self) -> str:
+        return orjson.dumps({"tracker": self.tracker.to_state(), "buffer": [_tick_to_json(t) for t in self.buffer],
+                             "timer_ms": self.timer_ms}).decode()
+
+    def add(self, ticks: list[QuoteTick | StatusTick]) -> None:
+        seen = {_identity(t) for t in self.buffer}
+        for tick in ticks:
+            identity = _identity(tick)
+            if identity not in seen:
+                seen.add(identity)
+                self.buffer.append(tick)
+
+    def release(self, watermark_us: int) -> list[SpreadRow | WindowEvent]:
+        """Feed every buffered tick with t <= watermark in RULES.md order, then fire stale closes up to it."""
+        ready = sorted((t for t in self.buffer if _time(t) <= watermark_us), key=sort_key)
+        self.buffer = [t for t in self.buffer if _time(t) > watermark_us]
+        out: list[SpreadRow | WindowEvent] = []
+        for tick in ready:
+            out.extend(self.tracker.on_status(tick) if isinstance(tick, StatusTick) else self.tracker.on_quote(tick))
+        if watermark_us > 0:
+            out.extend(self.tracker.advance_to(watermark_us))
+        return out
+
+    def wanted_timer_ms(self) -> int | None:
+        """When the watermark next matters: the earliest buffered tick or the next stale deadline (ms, rounded up)."""
+        times = [_time(t) for t in self.buffer]
+        deadline = self.tracker.next_deadline_us()
+        if deadline is not None:
+            times.append(deadline)
+        return -(-min(times) // 1000) if times else None
+
+
+def _time(tick: QuoteTick | StatusTick) -> int:
+    return tick.ts_us if isinstance(tick, StatusTick) else tick.event_ts_us
+
+
+class ArbProcessor(StatefulProcessor):
+    """Per pair: buffer ticks until the watermark passes them, run PairTracker, emit spread rows and window events."""
+
+    def __init__(self, rules: RulesConfig) -> None:
+        self.rules = rules
+
+    def init(self, handle: StatefulProcessorHandle) -> None:
+        self.handle = handle
+        self.state = handle.getValueState("pair_state", STATE_SCHEMA)
+
+    def _run(self, pair_name: str, new_ticks: list, watermark_ms: int) -> Iterator[pd.DataFrame]:
+        raw = self.state.get()[0] if self.state.exists() else None
+        state = PairState.load(raw, self.rules.pair(pair_name), self.rules)
+        state.add(new_ticks)
+        items = state.release(watermark_ms * 1000 if watermark_ms > 0 else 0)
+        wanted = state.wanted_timer_ms()
+        if wanted != state.timer_ms:
+            if state.timer_ms is not None:
+                self.handle.deleteTimer(state.timer_ms)
+            if wanted is not None:
+                # A timer at or below the watermark would fire at once, forever: the tick is released next batch.
+                wanted = max(wanted, watermark_ms + 1)
+                self.handle.registerTimer(wanted)
+            state.timer_ms = wanted
+        self.state.update((state.dump(),))
+        if items:
+            yield output_frame(output_rows(items, time.time_ns() // 1000))
+
+    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Iterator[pd.DataFrame]:
+        ticks: list = []
+        for pdf in rows:
+            ticks.extend(ticks_from_frame(pdf))
+        yield from self._run(key[0], ticks, timerValues.getCurrentWatermarkInMs())
+
+    def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Iterator[pd.DataFrame]:
+        # The fired timer is gone; forget it so _run registers the next one.
+        if self.state.exists():
+            raw = self.state.get()[0]
+            doc = orjson.loads(raw)
+            if doc.get("timer_ms") == expiredTimerInfo.getExpiryTimeInMs():
+                doc["timer_ms"] = None
+                self.state.update((orjson.dumps(doc).decode(),))
+        yield from self._run(key[0], [], timerValues.getCurrentWatermarkInMs())
+
+    def close(self) -> None:
+        pass
+
+
+def arb_stream(ticks: DataFrame, rules: RulesConfig) -> DataFrame:
+    """Watermarked pair ticks -> spread rows and window events (OUTPUT_SCHEMA), via transformWithStateInPandas."""
+    grouped = ticks.select(*TICK_COLUMNS, "event_ts").groupBy("pair")
+    out = grouped.transformWithStateInPandas(
+        statefulProcessor=ArbProcessor(rules),
+        outputStructType=OUTPUT_SCHEMA,
+        outputMode="Append",
+        timeMode="EventTime",
+    )
+    return out.select(*[F.col(c).cast(MONEY).alias(c) if c in MONEY_COLUMNS else F.col(c) for c in OUTPUT_COLUMNS])
+
+
+def spreads_table(out: DataFrame) -> DataFrame:
+    """Processor output -> silver/spreads rows (docs/DATA_MODEL.md)."""
+    spreads = out.where(F.col("kind") == "spread")
+    directions = [f"{p}{c}" for p in ("cb_bn_", "bn_cb_") for c in ("gross_bps", "net_bps", "size", "profit")]
+    return spreads.select(
+        "pair",
+        F.timestamp_micros("event_ts_us").alias("event_ts"),
+        "coinbase_bid", "coinbase_bid_size", "coinbase_ask", "coinbase_ask_size",
+        "binance_bid", "binance_bid_size", "binance_ask", "binance_ask_size",
+        F.timestamp_micros("coinbase_ts_us").alias("coinbase_ts"),
+        F.timestamp_micros("binance_ts_us").alias("binance_ts"),
+        "coinbase_age_ms", "binance_age_ms", "coinbase_seq", "binance_seq",
+        *directions,
+        F.to_date(F.timestamp_micros("event_ts_us")).alias("date"),
+    )
+
+
+def windows_table(out: DataFrame) -> DataFrame:
+    """Processor output -> gold/arb_windows events; `date` is the event's own date (start on OPEN, end on CLOSE)."""
+    windows = out.where(F.col("kind") == "window")
+    event_us = F.coalesce(F.col("end_ts_us"), F.col("start_ts_us"))
+    return windows.select(
+        "window_id", "pair", "direction", "event",
+        F.timestamp_micros("start_ts_us").alias("start_ts"),
+        F.timestamp_micros("end_ts_us").alias("end_ts"),
+        "duration_ms", "peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason",
+        F.timestamp_micros("emitted_ts_us").alias("emitted_ts"),
+        F.to_date(F.timestamp_micros(event_us)).alias("date"),
+    )

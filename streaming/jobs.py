@@ -1,0 +1,113 @@
+"""Thin streaming jobs: read Kafka -> pure transforms -> foreachBatch sink. Each returns its started query.
+
+    bronze   all input topics -> bronze/coinbase, bronze/binance, bronze/feed_status (records as they arrived)
+    silver   all input topics -> parse, validate, dedupe (exchange, symbol, seq) within the watermark ->
+             silver/quotes, silver/trades, silver/feed_status, silver/dead_letter
+    hotpath  quote topics + feed status -> parse -> pair ticks -> ArbProcessor (PairTracker) ->
+             alerts + silver/spreads + gold/arb_windows, in one micro-batch (`arb stream spreads` and
+             `arb stream gold` both run it: spreads and windows come out of the same operator)
+
+Bronze and silver run beside the hot path, not in front of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from arb.settings import ConfigError
+from streaming import hotpath, sinks, transforms
+from streaming.config import STATE_STORES, JobConfig, StreamingConfig
+
+JOBS = ("bronze", "silver", "hotpath")
+
+
+def input_topics(config: StreamingConfig, with_trades: bool = True) -> list[str]:
+    topics = config.topics
+    names = [topics.quotes("coinbase"), topics.quotes("binance")]
+    if with_trades:
+        names += [topics.trades("coinbase"), topics.trades("binance")]
+    return names + [topics.feed_status]
+
+
+def read_kafka(spark: SparkSession, config: StreamingConfig, topics: list[str], job: JobConfig) -> DataFrame:
+    reader = (spark.readStream.format("kafka").options(**config.kafka_options)
+              .option("subscribe", ",".join(topics))
+              .option("startingOffsets", config.starting_offsets)
+              .option("includeHeaders", "false"))
+    if job.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(job.max_offsets_per_trigger))
+    return transforms.kafka_records(reader.load())
+
+
+def known_symbols(config: StreamingConfig) -> dict[str, list[str]]:
+    return {ex: sorted({p.symbol_on(ex) for p in config.rules.pairs}) for ex in ("coinbase", "binance")}
+
+
+def parse(config: StreamingConfig, records: DataFrame) -> DataFrame:
+    return transforms.parse_events(records, known_symbols(config), config.max_future_ms, config.max_age_ms)
+
+
+def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
+           sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
+    """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger and state store."""
+    # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
+    spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
+    query_id = sinks.QueryId()
+    writer = (frame.writeStream.queryName(name).outputMode("append")
+              .option("checkpointLocation", config.checkpoint(name))
+              .foreachBatch(sink_factory(query_id)))
+    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=job.trigger)
+    query = writer.start()
+    query_id.set(str(query.id))
+    return query
+
+
+def start_bronze(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
+    records = read_kafka(spark, config, input_topics(config), config.bronze)
+    return _start(spark, config, "bronze", config.bronze, transforms.bronze(records),
+                  lambda qid: sinks.BronzeSink(config, qid), available_now)
+
+
+def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
+    """Parsed events, deduplicated within the watermark on (kind, exchange, symbol, seq / trade id)."""
+    events = transforms.dedupe_key(parse(config, records))
+    return (events.withWatermark("kafka_ts", config.dedupe_watermark)
+            .dropDuplicatesWithinWatermark(["kind", "exchange", "symbol", "dedupe_id"]))
+
+
+def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
+    records = read_kafka(spark, config, input_topics(config), config.silver)
+    return _start(spark, config, "silver", config.silver, silver_frame(config, records),
+                  lambda qid: sinks.SilverSink(config, qid), available_now)
+
+
+def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:
+    ticks = hotpath.pair_ticks(parse(config, records), hotpath.pair_map(spark, config.rules))
+    watermarked = ticks.withWatermark("event_ts", f"{config.watermark_delay_ms} milliseconds")
+    return hotpath.arb_stream(watermarked, config.rules)
+
+
+def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: bool = False,
+                  on_alerts: Callable[[list[dict]], None] | None = None,
+                  kafka_client: dict[str, str] | None = None) -> StreamingQuery:
+    if config.hotpath.state_store != "rocksdb":
+        raise ConfigError("the hot path runs transformWithStateInPandas, which needs the rocksdb state store")
+    records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
+    alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client)
+    return _start(spark, config, "hotpath", config.hotpath, hotpath_frame(spark, config, records),
+                  lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
+
+
+def start(spark: SparkSession, config: StreamingConfig, job: str, available_now: bool = False,
+          **kwargs: Any) -> StreamingQuery:
+    if job == "bronze":
+        return start_bronze(spark, config, available_now)
+    if job == "silver":
+        return start_silver(spark, config, available_now)
+    if job == "hotpath":
+        return start_hotpath(spark, config, available_now, **kwargs)
+    raise ValueError(f"unknown job {job!r}")

@@ -1,0 +1,199 @@
+"""foreachBatch sinks: several Delta tables (and the alerts) per micro-batch, each write idempotent.
+
+A micro-batch replayed after a crash has the same batch id and the same rows. Delta writes carry
+`txnAppId=<query id>/<table>` and `txnVersion=<batch id>`, so Delta skips a batch it already committed. Alert lines
+are keyed by `window_id` + `event`: a key already in the alert log is neither logged nor published again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from arb.logs import log_event
+from streaming import hotpath, transforms
+from streaming.config import StreamingConfig
+
+log = logging.getLogger("streaming.sink")
+
+
+def write_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partition_by: Iterable[str] = ("date",)) -> None:
+    """Append `df` to the Delta table at `path` once per (app_id, batch_id), even if called again after a crash."""
+    (df.write.format("delta").mode("append")
+     .option("txnAppId", app_id).option("txnVersion", batch_id)
+     .partitionBy(*partition_by).save(path))
+
+
+class QueryId:
+    """The query's id, known only once `start()` returns; the first batch may run before that."""
+
+    def __init__(self) -> None:
+        self._id: str | None = None
+        self._ready = threading.Event()
+
+    def set(self, query_id: str) -> None:
+        self._id = query_id
+        self._ready.set()
+
+    def get(self) -> str:
+        if not self._ready.wait(timeout=120):
+            raise RuntimeError("streaming query id was never set")
+        assert self._id is not None
+        return self._id
+
+
+class BronzeSink:
+    """Kafka records -> bronze/coinbase, bronze/binance, bronze/feed_status (by topic)."""
+
+    def __init__(self, config: StreamingConfig, query_id: QueryId) -> None:
+        self.config = config
+        self.query_id = query_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        topics = self.config.topics
+        batch.persist()
+        try:
+            for table, names in (
+                ("bronze/coinbase", [topics.quotes("coinbase"), topics.trades("coinbase")]),
+                ("bronze/binance", [topics.quotes("binance"), topics.trades("binance")]),
+                ("bronze/feed_status", [topics.feed_status]),
+            ):
+                part = batch.where(F.col("topic").isin(names))
+                write_delta(part, self.config.table(table), f"{self.query_id.get()}/{table}", batch_id)
+        finally:
+            batch.unpersist()
+
+
+class SilverSink:
+    """Parsed, deduplicated events -> silver quotes, trades, feed status and dead letter."""
+
+    def __init__(self, config: StreamingConfig, query_id: QueryId) -> None:
+        self.config = config
+        self.query_id = query_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            for table, transform in (
+                ("silver/quotes", transforms.silver_quotes),
+                ("silver/trades", transforms.silver_trades),
+                ("silver/feed_status", transforms.silver_feed_status),
+                ("silver/dead_letter", transforms.dead_letter),
+            ):
+                write_delta(transform(batch), self.config.table(table), f"{self.query_id.get()}/{table}", batch_id)
+        finally:
+            batch.unpersist()
+
+
+def _iso(ts_us: int | None) -> str | None:
+    if ts_us is None:
+        return None
+    return datetime.fromtimestamp(ts_us / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
+
+
+def alert_line(row: dict, emitted_us: int) -> dict:
+    """A gold window event -> the alert JSON object of docs/DATA_MODEL.md."""
+    return {
+        "v": 1, "type": "arb_window", "event": row["event"], "window_id": row["window_id"], "pair": row["pair"],
+        "direction": row["direction"], "net_bps": _text(row["peak_net_bps"]),
+        "peak_net_bps": _text(row["peak_net_bps"]), "mean_net_bps": _text(row["mean_net_bps"]),
+        "size": _text(row["size_at_peak"]), "est_profit": _text(row["profit_at_peak"]),
+        "start_ts": _iso(row["start_ts_us"]), "end_ts": _iso(row["end_ts_us"]), "duration_ms": row["duration_ms"],
+        "ticks": row["ticks"], "close_reason": row["close_reason"], "emitted_ts": _iso(emitted_us),
+    }
+
+
+class AlertLog:
+    """The JSON Lines alert log plus the alerts topic, deduplicated on (window_id, event)."""
+
+    def __init__(self, path: str, topic: str, kafka_client: dict[str, str] | None) -> None:
+        self.path = Path(path)
+        self.topic = topic
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.seen: set[tuple[str, str]] = set()
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line from a crash mid-write
+                self.seen.add((doc.get("window_id"), doc.get("event")))
+        self._producer = None
+        if kafka_client is not None:
+            from confluent_kafka import Producer
+
+            self._producer = Producer({**kafka_client, "enable.idempotence": True, "acks": "all", "linger.ms": 0})
+
+    def emit(self, rows: list[dict]) -> list[dict]:
+        """Publish and log the events not logged before; returns the lines written."""
+        now_us = time.time_ns() // 1000
+        lines = []
+        for row in sorted(rows, key=lambda r: (r["end_ts_us"] or r["start_ts_us"], r["event"] == "OPEN")):
+            key = (row["window_id"], row["event"])
+            if key in self.seen:
+                continue
+            lines.append(alert_line(row, now_us))
+        if not lines:
+            return []
+        payloads = [json.dumps(line, separators=(",", ":")) for line in lines]
+        if self._producer is not None:
+            for line, payload in zip(lines, payloads):
+                self._producer.produce(self.topic, key=line["pair"].encode(), value=payload.encode())
+            self._producer.flush(10)
+        # Logged after the topic has them: a crash in between re-publishes (at least once on the topic).
+        with self.path.open("a") as f:
+            f.write("".join(p + "\n" for p in payloads))
+            f.flush()
+            os.fsync(f.fileno())
+        for line in lines:
+            self.seen.add((line["window_id"], line["event"]))
+        return lines
+
+
+class HotPathSink:
+    """Processor output -> alerts first (latency), then silver/spreads and gold/arb_windows."""
+
+    def __init__(self, config: StreamingConfig, query_id: QueryId, alerts: AlertLog,
+                 on_alerts: Callable[[list[dict]], None] | None = None) -> None:
+        self.config = config
+        self.query_id = query_id
+        self.alerts = alerts
+        self.on_alerts = on_alerts
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            events = [r.asDict() for r in batch.where(F.col("kind") == "window").collect()]
+            if events:
+                lines = self.alerts.emit(events)
+                if lines:
+                    log_event(log, "alerts", batch_id=batch_id, count=len(lines))
+                    if self.on_alerts is not None:
+                        self.on_alerts(lines)
+            qid = self.query_id.get()
+            spreads = hotpath.spreads_table(batch)
+            if spreads.count():  # an empty Delta commit still costs a log write per batch
+                write_delta(spreads, self.config.table("silver/spreads"), f"{qid}/spreads", batch_id)
+            if events:
+                write_delta(hotpath.windows_table(batch), self.config.table("gold/arb_windows"), f"{qid}/windows",
+                            batch_id)
+        finally:
+            batch.unpersist()
