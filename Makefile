@@ -52,10 +52,10 @@ test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not live" $(PYTEST_ARGS)
 
 test-integration: setup browser
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest -m "integration and not live" $(PYTEST_ARGS)
 
 chaos: setup
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
