@@ -46,6 +46,7 @@ class Component:
     stop_timeout_s: float = 20.0
     metrics: str | None = None  # glob under run/metrics/ for the status line
     where: str = ""  # what to tell the user (URL, ports)
+    ports: tuple[int, ...] = ()  # ports it listens on: checked free before anything starts
 
     @property
     def command(self) -> str:
@@ -103,12 +104,13 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
     entries: list[tuple[bool, Component]] = [
         (settings.kafka.embedded, Component(
             "kafka", ("kafka", "start", "--foreground"), ready=_kafka_ready(settings), stop_signal=signal.SIGTERM,
-            stop_timeout_s=40.0, where=f"bootstrap {settings.kafka.bootstrap}")),
+            stop_timeout_s=40.0, where=f"bootstrap {settings.kafka.bootstrap}",
+            ports=(settings.kafka.embedded_port, settings.kafka.embedded_controller_port))),
         (emulated, Component(
             "emulator", ("emulate", "--scenario", opts.scenario, "--coinbase-port", str(opts.coinbase_port),
                          "--binance-port", str(opts.binance_port), "--control-port", str(opts.control_port)),
             ready=lambda: all(accepts_connections(host, p) for p in (opts.coinbase_port, opts.binance_port)),
-            metrics="emulator.json",
+            metrics="emulator.json", ports=(opts.coinbase_port, opts.binance_port, opts.control_port),
             where=f"coinbase ws://{host}:{opts.coinbase_port}  binance ws://{host}:{opts.binance_port}  "
                   f"control http://{host}:{opts.control_port}")),
         (True, produce("coinbase", opts.coinbase_port)),
@@ -117,7 +119,7 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
         (opts.dashboard, Component(
             "dashboard", ("dashboard", "--host", host, "--port", str(opts.dashboard_port)),
             ready=lambda: accepts_connections(host, opts.dashboard_port),
-            where=f"http://{host}:{opts.dashboard_port}")),
+            where=f"http://{host}:{opts.dashboard_port}", ports=(opts.dashboard_port,))),
     ]
     return [component for wanted, component in entries if wanted]
 
@@ -493,6 +495,12 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     other = _read_live_pid(lock)
     if other is not None:
         print(f"arb up: already running (pid {other}, {settings.data_dir})", file=sys.stderr)
+        return 1
+    from arb.kafka import port_in_use
+
+    busy = [f"{port} ({c.name})" for c in plan for port in c.ports if port_in_use(settings.host, port)]
+    if busy:
+        print(f"arb up: port already in use: {', '.join(busy)}", file=sys.stderr)
         return 1
     if not settings.kafka.embedded:
         from arb.kafka import KafkaError, ensure_topics, wait_until_reachable

@@ -131,3 +131,21 @@ def test_sigterm_stops_every_component_in_reverse_order_and_exits_0(stack):
     assert stopped == ["producer-binance", "producer-coinbase", "emulator", "kafka"]
     assert [pid for pid in pids if _alive(pid)] == []
     assert not (stack.settings.run_dir / "up.pid").exists()
+
+
+def test_up_refuses_to_start_when_a_port_is_taken_and_starts_nothing(tmp_path):
+    import socket
+
+    settings = Settings(data_dir=make_data_dir(tmp_path / "data"),
+                        kafka=KafkaSettings(embedded_port=free_port(), embedded_controller_port=free_port()))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "arb.cli", "up", "--no-stream", "--dashboard-port", str(port)],
+            env=arb_env(settings), capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"arb up: port already in use: {port} (dashboard)"
+    assert not (settings.data_dir / "kafka").exists()
