@@ -155,6 +155,7 @@ class EmbeddedKafkaConfig:
     heap: str = "512m"
     start_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
+    tie_to_parent: bool = False  # tests, benchmarks: the broker gets SIGTERM when the process that started it dies
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedKafkaConfig:
@@ -368,12 +369,14 @@ class EmbeddedKafka:
             raise KafkaError(f"formatting {cfg.log_dir} failed: {reason[-1] if reason else result.returncode}")
         log_event(log, "storage_formatted", log_dir=cfg.log_dir)
 
-    def start(self, wait: bool = True, tie_to_parent: bool = False) -> None:
+    def start(self, wait: bool = True, tie_to_parent: bool | None = None) -> None:
         """Start the broker in the background and wait until it answers.
 
-        The broker outlives this process, unless `tie_to_parent` (tests, benchmarks): then it gets SIGTERM when
-        this process dies, however it dies.
+        The broker outlives this process, unless `tie_to_parent` (default: the config's; for tests and benchmarks):
+        then it gets SIGTERM when this process dies, however it dies.
         """
+        if tie_to_parent is None:
+            tie_to_parent = self.config.tie_to_parent
         import subprocess
 
         self.prepare()

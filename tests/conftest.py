@@ -159,10 +159,11 @@ def kafka_broker(tmp_path_factory) -> KafkaBroker:
     data_dir = make_data_dir(tmp_path_factory.mktemp("kafka-session") / "data")
     kafka = KafkaSettings(embedded_port=free_port(), embedded_controller_port=free_port())
     settings = Settings(data_dir=data_dir, kafka=kafka)
-    config = dataclasses.replace(EmbeddedKafkaConfig.from_settings(settings), stop_timeout_s=20.0)
+    # Tied to pytest: a killed test run takes its broker with it, also after a test restarted it.
+    config = dataclasses.replace(EmbeddedKafkaConfig.from_settings(settings), stop_timeout_s=20.0, tie_to_parent=True)
     broker = EmbeddedKafka(config)
     try:
-        broker.start(tie_to_parent=True)  # a killed pytest takes its broker with it
+        broker.start()
     except Exception as exc:
         log = config.server_log.read_text()[-3000:] if config.server_log.exists() else ""
         pytest.fail(f"embedded Kafka did not start: {exc}\n{log}")
