@@ -5,6 +5,7 @@ One stack is started for the module (it costs a broker start); the tests run in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -148,4 +149,27 @@ def test_up_refuses_to_start_when_a_port_is_taken_and_starts_nothing(tmp_path):
 
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"arb up: port already in use: {port} (dashboard)"
+    assert not (settings.data_dir / "kafka").exists()
+
+
+def test_up_with_an_external_cluster_starts_no_broker_and_produces_to_that_cluster(kafka_topics, tmp_path):
+    kafka = dataclasses.replace(kafka_topics.kafka, bootstrap_servers=kafka_topics.kafka.bootstrap,
+                                embedded_port=free_port(), embedded_controller_port=free_port())
+    settings = Settings(data_dir=make_data_dir(tmp_path / "data"), kafka=kafka)
+    argv = [sys.executable, "-m", "arb.cli", "up", "--no-stream", "--no-dashboard", "--status-interval", "1",
+            "--coinbase-port", str(free_port()), "--binance-port", str(free_port()), "--control-port", str(free_port())]
+    with open(tmp_path / "up.out", "w") as out, open(tmp_path / "up.err", "w") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=arb_env(settings), start_new_session=True)
+    stack = Stack(process, settings, tmp_path / "up.out", tmp_path / "up.err")
+    try:
+        _wait(lambda: "producer-binance   up" in stack.out(), 120, "all components up", stack)
+        quotes = consume_all(settings, settings.kafka.topics.quotes("binance"), min_count=1, timeout_s=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+
+    assert code == 0
+    assert len(quotes) > 0
+    assert set(stack.pids()) == {"emulator", "producer-coinbase", "producer-binance"}
+    assert f"kafka       {kafka_topics.kafka.bootstrap} (external)" in stack.out()
     assert not (settings.data_dir / "kafka").exists()
