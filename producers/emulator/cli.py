@@ -52,9 +52,9 @@ def register(subparsers) -> None:
         "captures (--replay). Faults on demand through the HTTP control endpoint (POST /fault).",
     )
     parser.add_argument("--host", help="address to bind (default: ARB_HOST or 127.0.0.1)")
-    parser.add_argument("--coinbase-port", type=_port, default=8701, help="Coinbase feed port (default 8701; 0: free)")
-    parser.add_argument("--binance-port", type=_port, default=8702, help="Binance stream port (default 8702; 0: free)")
-    parser.add_argument("--control-port", type=_port, default=8703,
+    parser.add_argument("--coinbase-port", type=_port, default=8701, metavar="N", help="Coinbase feed port (default 8701; 0: free)")
+    parser.add_argument("--binance-port", type=_port, default=8702, metavar="N", help="Binance stream port (default 8702; 0: free)")
+    parser.add_argument("--control-port", type=_port, default=8703, metavar="N",
                         help="HTTP control endpoint port (default 8703; 0: free)")
     parser.add_argument("--no-control", action="store_true", help="run without the HTTP control endpoint")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
                         help="JSON Lines captures ({recv_ts, raw}); each goes to the server of its exchange")
     source.add_argument("--scenario", metavar="NAME|FILE",
                         help="a synthetic market: data/scenarios/NAME.json or a scenario file")
-    parser.add_argument("--speed", type=_speed, default=1.0,
+    parser.add_argument("--speed", type=_speed, default=1.0, metavar="X",
                         help="replay pace multiplier (default 1 = recorded pace; 0 or max = as fast as possible)")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="ground-truth file (default: <data>/run/emulator-truth.json)")

@@ -257,6 +257,8 @@ class MarketModel:
     _windows_by_pair: dict[str, list[Window]] = field(init=False, repr=False)
     _anchors: dict[str, WindowAnchor] = field(init=False, repr=False)
     _crossed_until: dict[tuple[str, str], float] = field(init=False, repr=False)
+    _last: dict[tuple[str, str], Top] = field(init=False, repr=False)
+    _ending: dict[str, Window] = field(init=False, repr=False)
     _by_name: dict[str, Instrument] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -274,6 +276,8 @@ class MarketModel:
             self._windows_by_pair[window.pair].append(window)
         self._anchors = {}
         self._crossed_until = {}
+        self._last = {}
+        self._ending = {}
 
     def instrument(self, pair: str) -> Instrument:
         try:
@@ -326,7 +330,23 @@ class MarketModel:
     def _drop_past_windows(self, pair: str) -> None:
         pending = self._windows_by_pair[pair]
         while pending and pending[0].end_s <= self.t:
-            pending.pop(0)
+            self._ending[pair] = pending.pop(0)
+
+    def _window_for(self, exchange: str, pair: str) -> Window | None:
+        """The window this venue's quote must show now. A window ends on its sell venue first: until the sell venue
+        has quoted without it, the buy venue keeps the window's ask, so no quote pair ever shows more than the window's
+        gross spread (the same at the start, where the anchor is the buy venue's last published ask)."""
+        window = self.active_window(pair)
+        if window is not None:
+            return window
+        ending = self._ending.get(pair)
+        if ending is None:
+            return None
+        sell_top = self._last.get((ending.sell_exchange, pair))
+        if sell_top is None or sell_top.window != ending.id:
+            del self._ending[pair]
+            return None
+        return ending if exchange == ending.buy_exchange else None
 
     # --- quotes and trades ------------------------------------------------------------------------------------
 
@@ -352,13 +372,14 @@ class MarketModel:
         return max(bid, tick), max(ask, tick + tick)
 
     def quote(self, exchange: str, pair: str) -> Top:
-        """The venue's top of book now. Consumes randomness: call once per quote actually published."""
+        """The venue's top of book now. Call once per quote actually published: it consumes randomness and the
+        model remembers it as what the market last saw from this venue."""
         inst = self.instrument(pair)
         lot = inst.lot(exchange)
         bid, ask = self._normal_top(exchange, pair)
         bid_size, ask_size = self._size(pair, lot), self._size(pair, lot)
         self._drop_past_windows(pair)
-        window = self.active_window(pair)
+        window = self._window_for(exchange, pair)
         window_id = None
         if window is not None:
             anchor = self._anchor(window)
@@ -376,7 +397,9 @@ class MarketModel:
         if self._crossed_until.get((exchange, pair), -1.0) > self.t:
             tick = inst.tick(exchange)
             bid = ask + tick * 2
-        return Top(bid=bid, bid_size=bid_size, ask=ask, ask_size=ask_size, window=window_id)
+        top = Top(bid=bid, bid_size=bid_size, ask=ask, ask_size=ask_size, window=window_id)
+        self._last[(exchange, pair)] = top
+        return top
 
     def _anchor(self, window: Window) -> WindowAnchor:
         anchor = self._anchors.get(window.id)
@@ -384,7 +407,11 @@ class MarketModel:
             return anchor
         inst = self._by_name[window.pair]
         buy, sell = window.buy_exchange, window.sell_exchange
-        _, buy_ask = self._normal_top(buy, window.pair)
+        last = self._last.get((buy, window.pair))
+        if last is not None and last.window is None and not last.is_crossed:
+            buy_ask = last.ask  # what the market already sees, so the window's first quote shows exactly its gross
+        else:
+            _, buy_ask = self._normal_top(buy, window.pair)
         buy_ask_ccy = buy_ask * inst.rate(buy)
         target_sell_ccy = buy_ask_ccy * (spread.ONE + window.gross_bps / spread.BPS)
         sell_tick = inst.tick(sell)

@@ -560,3 +560,74 @@ def test_demo_scenario_serves_all_six_symbols():
         assert {json.loads(f).get("product_id") for f in cb_frames} >= {"BTC-USD", "ETH-USD", "ETH-BTC"}
 
     run(scenario())
+
+
+# --- the producers' own parsers read what the emulator sends ----------------------------------------------------
+
+def test_producer_parsers_read_every_emulated_frame_and_count_what_the_emulator_counted():
+    producers_coinbase = pytest.importorskip("producers.coinbase")
+    producers_binance = pytest.importorskip("producers.binance")
+    from producers.feed import BadFrame
+    from producers.markets import DEFAULT_SNAPSHOTS, load_snapshot
+
+    symbols = {"coinbase": ["BTC/USD", "ETH/USD", "ETH/BTC"], "binance": ["BTC/USDT", "ETH/USDT", "ETH/BTC"]}
+    cb_feed = producers_coinbase.Coinbase(load_snapshot("coinbase", DEFAULT_SNAPSHOTS["coinbase"]), symbols["coinbase"])
+    bn_feed = producers_binance.Binance(load_snapshot("binance", DEFAULT_SNAPSHOTS["binance"]), symbols["binance"])
+
+    async def scenario():
+        async with Emulator(config()) as emu:
+            async with connect(emu.coinbase_url) as cb, connect(bn_feed.url(emu.binance_url)) as bn:
+                for message in cb_feed.subscribe_messages():
+                    await cb.send(message)
+                cb_frames, bn_frames = await asyncio.gather(collect(cb, 2.0), collect(bn, 2.0))
+                emu.silence("coinbase", 10)  # stop the market, then take what is still on the way
+                emu.silence("binance", 10)
+                cb_rest, bn_rest = await asyncio.gather(collect(cb, 0.5), collect(bn, 0.5))
+                return (cb_frames + cb_rest, bn_frames + bn_rest), emu.counts()
+
+    (cb_frames, bn_frames), counts = run(scenario())
+    for feed, frames in (("coinbase", cb_frames), ("binance", bn_frames)):
+        parser = cb_feed if feed == "coinbase" else bn_feed
+        parser.on_connect()
+        produced: dict[str, dict[str, int]] = {}
+        for raw in frames:
+            try:
+                events = parser.parse(raw, time.time_ns() // 1000)
+            except BadFrame as exc:
+                pytest.fail(f"{feed} frame dead-lettered ({exc}): {raw[:200]}")
+            for event in events:
+                if event.type in ("quote", "trade"):
+                    per = produced.setdefault(event.venue_symbol, {"quotes": 0, "trades": 0})
+                    per["quotes" if event.type == "quote" else "trades"] += 1
+                else:
+                    assert event.state.value in ("subscribed", "resynced"), event
+        assert produced == counts["events"][feed]
+        assert len(produced) == 3 and all(c["quotes"] > 20 and c["trades"] > 0 for c in produced.values())
+
+
+def test_producer_parsers_report_a_gap_after_skip_sequence():
+    producers_coinbase = pytest.importorskip("producers.coinbase")
+    producers_binance = pytest.importorskip("producers.binance")
+    from producers.markets import DEFAULT_SNAPSHOTS, load_snapshot
+
+    cb_feed = producers_coinbase.Coinbase(load_snapshot("coinbase", DEFAULT_SNAPSHOTS["coinbase"]), ["ETH/USD"])
+    bn_feed = producers_binance.Binance(load_snapshot("binance", DEFAULT_SNAPSHOTS["binance"]), ["ETH/USDT"])
+
+    async def scenario():
+        async with Emulator(config()) as emu:
+            async with connect(emu.coinbase_url) as cb, connect(bn_feed.url(emu.binance_url)) as bn:
+                for message in cb_feed.subscribe_messages():
+                    await cb.send(message)
+                before = await asyncio.gather(collect(cb, 1.0), collect(bn, 1.0))
+                emu.skip_sequence("coinbase", "ETH/USD", by=3)
+                emu.skip_sequence("binance", "ETH/USD", by=3)
+                after = await asyncio.gather(collect(cb, 1.5), collect(bn, 1.5))
+        return before, after
+
+    before, after = run(scenario())
+    for parser, frames_before, frames_after in ((cb_feed, before[0], after[0]), (bn_feed, before[1], after[1])):
+        parser.on_connect()
+        states = [[e.state.value for raw in frames for e in parser.parse(raw, 0) if e.type == "status"]
+                  for frames in (frames_before, frames_after)]
+        assert "gap" not in states[0]
+        assert "gap" in states[1], parser.name

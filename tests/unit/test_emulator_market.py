@@ -115,10 +115,31 @@ def test_a_window_holds_its_prices_while_open_and_is_gone_after_its_end():
     assert (bn.ask, cb.bid) == first
     assert cb.ask > cb.bid and bn.ask > bn.bid
     m.advance(2.01)
-    assert m.quote("binance", "ETH/BTC").window is None
-    assert m.quote("coinbase", "ETH/BTC").window is None
-    _, net = net_both_ways(m, m.quote("coinbase", "ETH/BTC"), m.quote("binance", "ETH/BTC"), "ETH/BTC")
+    assert m.quote("binance", "ETH/BTC").ask == first[0]  # the buy venue holds until the sell venue has moved on
+    cb = m.quote("coinbase", "ETH/BTC")
+    bn = m.quote("binance", "ETH/BTC")
+    assert cb.window is None and bn.window is None
+    _, net = net_both_ways(m, cb, bn, "ETH/BTC")
     assert net < 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_interleaving_of_venue_quotes_shows_more_than_the_windows_gross(seed):
+    import random
+
+    window = Window("w3", "BTC/USD", spread.BUY_BINANCE_SELL_COINBASE, start_s=2.0, duration_s=2.0,
+                    gross_bps=Decimal("95"), size=Decimal("0.25"))
+    m = model(windows=[window], seed=seed)
+    order = random.Random(seed)
+    latest = {}
+    peak = Decimal(-10_000)
+    for step in range(1, 120):
+        m.advance(step * 0.05)
+        for exchange in order.sample(["coinbase", "binance"], k=order.randint(1, 2)):
+            latest[exchange] = m.quote(exchange, "BTC/USD")
+            if len(latest) == 2:
+                peak = max(peak, spread.gross_bps(latest["binance"].ask, latest["coinbase"].bid))
+    assert peak == m.anchor("w3").gross_bps
 
 
 def test_a_crash_moves_the_underlying_by_its_percentage_and_stays_there():
