@@ -28,24 +28,26 @@ class BadFrame(ValueError):
         self.reason = reason
 
 
+_SECOND_US: dict[str, int] = {}  # "2021-04-17T16:43:46" -> its microseconds since the epoch
+
+
 def iso_to_us(text: str) -> int:
     """`2021-04-17T16:43:46.345172Z` -> integer microseconds since the epoch (UTC)."""
     if type(text) is not str:
         raise BadFrame(f"time is not a string: {text!r}")
-    # Fast path for the one form Coinbase sends: date, 'T', HH:MM:SS, optional fraction, 'Z'.
-    if len(text) >= 20 and text[10] == "T" and text[13] == ":" and text[16] == ":" and text[-1] == "Z":
-        day_us = _DAY_US.get(text[:10])
-        try:
-            if day_us is None:
-                day_us = (date.fromisoformat(text[:10]) - _EPOCH).days * 86_400_000_000
-                _DAY_US[text[:10]] = day_us
-            frac = text[20:-1] if text[19] == "." else ""
-            if text[19] not in ".Z" or not frac.isdigit() and frac:
-                raise ValueError
-            micros = int((frac + "000000")[:6]) if frac else 0
-            return day_us + (int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * 1_000_000 + micros
-        except ValueError:
-            raise BadFrame(f"bad time {text!r}") from None
+    # Fast path for the form Coinbase sends: YYYY-MM-DDTHH:MM:SS, an optional fraction, 'Z'. Frames arrive many to
+    # a second, so the whole-second part is looked up, not parsed.
+    if len(text) >= 20 and text[-1] == "Z" and text[19] in ".Z":
+        second = text[:19]
+        base = _SECOND_US.get(second)
+        frac = text[20:-1]
+        if base is None:
+            base = _parse_second(second)
+        if not frac:
+            return base
+        if len(frac) <= 6 and frac.isdigit():
+            return base + int(frac) * _FRACTION_SCALE[len(frac)]
+        raise BadFrame(f"bad time {text!r}")
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -54,6 +56,28 @@ def iso_to_us(text: str) -> int:
         raise BadFrame(f"time without a time zone {text!r}")
     delta = parsed.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_FRACTION_SCALE = {1: 100_000, 2: 10_000, 3: 1_000, 4: 100, 5: 10, 6: 1}
+
+
+def _parse_second(second: str) -> int:
+    if second[10] != "T" or second[13] != ":" or second[16] != ":" or not second[17:19].isdigit():
+        raise BadFrame(f"bad time {second!r}")
+    try:
+        day_us = _DAY_US.get(second[:10])
+        if day_us is None:
+            day_us = (date.fromisoformat(second[:10]) - _EPOCH).days * 86_400_000_000
+            _DAY_US[second[:10]] = day_us
+        hours, minutes, seconds = int(second[11:13]), int(second[14:16]), int(second[17:19])
+    except ValueError:
+        raise BadFrame(f"bad time {second!r}") from None
+    if hours > 23 or minutes > 59 or seconds > 60:
+        raise BadFrame(f"bad time {second!r}")
+    if len(_SECOND_US) > 100_000:  # a day and more of distinct seconds: start over
+        _SECOND_US.clear()
+    value = _SECOND_US[second] = day_us + (hours * 3600 + minutes * 60 + seconds) * 1_000_000
+    return value
 
 
 def ms_to_us(value: Any) -> int:
