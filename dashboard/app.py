@@ -25,10 +25,10 @@ def layout(config: DashboardConfig) -> html.Div:
     pair_names = [p.name for p in config.pairs]
     controls = html.Div([
         html.H1("arb · cross-exchange spreads"),
-        html.Label(["pair ", dcc.Dropdown(id=ids.PAIR, options=pair_names, value=pair_names[0], clearable=False,
-                                          style={"width": "160px"})], className="control"),
-        html.Label(["range ", dcc.RadioItems(id=ids.RANGE, options=list(TIME_RANGES), value=DEFAULT_RANGE,
-                                             inline=True)], className="control"),
+        html.Div([html.Span("pair"), dcc.Dropdown(id=ids.PAIR, options=pair_names, value=pair_names[0],
+                                                  clearable=False, style={"width": "160px"})], className="control"),
+        html.Div([html.Span("range"), dcc.RadioItems(id=ids.RANGE, options=list(TIME_RANGES), value=DEFAULT_RANGE,
+                                                     inline=True)], className="control"),
         html.Span(id=ids.LAST_REFRESH, className="note"),
     ], className="toolbar")
     return html.Div([

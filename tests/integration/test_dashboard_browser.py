@@ -1,8 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's `/usr/bin/chromium`, driven by Playwright).
 
-`arb dashboard` runs as a child process over a test lake (tests/lakefixtures.py); the page must show its data,
-redraw the chart when the pair changes, show a clear empty state over an empty lake, and leave a screenshot in the
-test's tmp dir.
+`arb dashboard` runs as a child process over a test lake (tests/lakefixtures.py); the page must show its data, add
+rows appended to the lake without a reload, redraw the chart when the range or the pair changes, show a clear empty
+state over an empty lake, and leave screenshots in the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.lakefixtures import build_demo_lake
+from tests.lakefixtures import build_demo_lake, spread_row, write_table
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ def test_dashboard_shows_the_lake_and_redraws_on_pair_switch(tmp_path, page):
         page.goto(server.url)
 
         # Assert: data from the test lake, in every section
-        btc = wait_for_peaks(page, 22.25625)
+        wait_for_peaks(page, 22.25625)
         page.wait_for_selector("#windows-table td:has-text('OPEN')", timeout=20_000)
         page.wait_for_selector("#quotes-table td:has-text('BTC/USDT')", timeout=20_000)
         page.wait_for_selector("#feed-table td:has-text('binance')", timeout=20_000)
@@ -121,13 +121,27 @@ def test_dashboard_shows_the_lake_and_redraws_on_pair_switch(tmp_path, page):
         page.wait_for_timeout(1500)  # let a refresh tick or two run before the picture
         page.screenshot(path=str(tmp_path / "dashboard-btc.png"), full_page=True)
 
+        # Act: the stream appends a spike; the next refreshes add it to the chart (extendData, no reload)
+        now = datetime.now(UTC)
+        spike = [spread_row("BTC/USD", now + timedelta(milliseconds=200 * i), "50010", "50011", "49999", "49300",
+                            size="0.5") for i in range(5)]
+        write_table(lake.lake_dir, "silver/spreads", spike)
+        points_before = page.evaluate("() => document.querySelector('#spread-graph .js-plotly-plot').data[1].y.length")
+        wait_for_peaks(page, float(spike[0]["bn_cb_net_bps"]))
+        points_after = page.evaluate("() => document.querySelector('#spread-graph .js-plotly-plot').data[1].y.length")
+        assert points_after > points_before
+
+        # Act: a longer range draws coarser buckets (1 s rows: 0.75 s buckets at 15m, 3 s at 1h)
+        page.get_by_role("radio", name="1h").check()
+        page.wait_for_function(
+            "n => document.querySelector('#spread-graph .js-plotly-plot').data[1].y.length < n / 2", arg=points_after)
+
         # Act: switch the pair
         page.click("#pair-picker")
         page.get_by_role("option", name="ETH/USD").click()
 
         # Assert: the chart is ETH's now, and so are the quotes
-        eth = wait_for_peaks(page, 15.184815)
-        assert eth != btc
+        wait_for_peaks(page, 15.184815)
         page.wait_for_selector("#quotes-table td:has-text('ETH/USDT')", timeout=20_000)
         assert "ETH/USD" in page.inner_text("#spread-graph")
         page.screenshot(path=str(tmp_path / "dashboard-eth.png"), full_page=True)
