@@ -27,4 +27,4 @@ def alert_lines(alerts: list[dict]) -> str:
 def register_callbacks(app, config: DashboardConfig, lake) -> None:
     @app.callback(Output(ids.ALERTS_LIST, "children"), Input(ids.TICK, "n_intervals"))
     def refresh_alerts(_tick):
-        return alert_lines(tail_alerts(config.alert_log, limit=SHOWN))
+        return alert_lines(tail_alerts(config.alert_log, limit=SHOWN, max_bytes=64 * 1024))

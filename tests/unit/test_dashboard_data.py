@@ -143,17 +143,38 @@ def test_quotes_update_keeps_the_newest_quote_per_exchange_and_reads_from_its_cu
         quote_row("binance", "ETH/USDT", t + timedelta(seconds=2), "1", "2", seq=8),  # another pair
     ])
 
-    rows, state = market.quotes_update(config, lake, "BTC/USD", None, NOW_US, reload=True)
+    rows, state, note = market.quotes_update(config, lake, "BTC/USD", None, NOW_US, reload=True)
 
+    assert note == "Binance quotes BTC/USDT in USDT; spreads compare it at USDT→USD 1.0."
     assert [(r["exchange"], r["symbol"], r["bid"]) for r in rows] == [
         ("binance", "BTC/USDT", "99.00"), ("coinbase", "BTC/USD", "100.50")]
     assert state["cursor"] == data.to_us(t + timedelta(seconds=1))
 
     write_table(config.lake_dir, "silver/quotes", [quote_row("binance", "BTC/USDT", NOW, "98", "99", seq=9)])
-    rows, state = market.quotes_update(config, lake, "BTC/USD", state, NOW_US, reload=False)
+    rows, state, _ = market.quotes_update(config, lake, "BTC/USD", state, NOW_US, reload=False)
 
     assert [r["bid"] for r in rows] == ["98.00", "100.50"]
-    assert "USDT→USD 1.0" in market.conversion_note(config, "BTC/USD")
+
+
+def test_quotes_note_names_an_exchange_that_has_not_quoted(tmp_path):
+    config = config_for(tmp_path)
+    write_table(config.lake_dir, "silver/quotes", [quote_row("coinbase", "ETH/BTC", NOW, "0.05", "0.06")])
+
+    rows, _, note = market.quotes_update(config, data.Lake(config.lake_dir), "ETH/BTC", None, NOW_US, reload=True)
+
+    assert [r["exchange"] for r in rows] == ["coinbase"]
+    assert note == "No quote in the last 10 min from binance ETH/BTC. Both venues quote ETH/BTC."
+
+
+def test_module_level_server_is_built_on_first_access_from_the_environment(tmp_path, monkeypatch):
+    import dashboard.app
+
+    monkeypatch.setenv("ARB_DATA_DIR", str(tmp_path))
+
+    server = dashboard.app.server
+
+    assert server.name == "dashboard.app"
+    assert not (tmp_path / "lake").exists()
 
 
 def test_windows_fold_to_each_windows_latest_event(demo):
