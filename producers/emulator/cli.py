@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from producers.emulator.emulator import Emulator
 
     setup_logging()
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # our own connect/disconnect lines say it all
     config = build_config(args, settings)
 
     async def main() -> int:

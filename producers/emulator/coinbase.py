@@ -170,6 +170,8 @@ class Product:
     sequence: int = 0
     trade_id: int = 0
     last_match: str | None = None
+    last_match_trade_id: int = 0
+    counted_trade_id: int = 0  # the newest trade id already sent (and counted) to some client
     last_price: Decimal | None = None
     volume_24h: Decimal = Decimal("1000")
 
@@ -246,7 +248,11 @@ class CoinbaseFeed:
             if channel in BOOK_CHANNELS:
                 self._send_snapshot(client, product)
             elif channel == "matches" and product.last_match is not None:
-                client.send(product.last_match.replace('"type":"match"', '"type":"last_match"', 1), TRADE, product_id)
+                # Counted once per trade id, as a producer publishes it: a reconnect's last_match is not a new trade.
+                is_new = product.last_match_trade_id > product.counted_trade_id
+                product.counted_trade_id = max(product.counted_trade_id, product.last_match_trade_id)
+                client.send(product.last_match.replace('"type":"match"', '"type":"last_match"', 1),
+                            TRADE if is_new else None, product_id)
         if added or kind == "unsubscribe":
             log_event(log, kind, peer=client.peer, channels=",".join(subs), added=len(added))
 
@@ -302,7 +308,11 @@ class CoinbaseFeed:
             separators=(",", ":"),
         )
         product.last_match = frame
-        for client in self.subscribers(("matches",), product_id):
+        product.last_match_trade_id = product.trade_id
+        subscribers = self.subscribers(("matches",), product_id)
+        if subscribers:
+            product.counted_trade_id = product.trade_id
+        for client in subscribers:
             client.send(frame, TRADE, product_id)
         tickers = self.subscribers(TICKER_CHANNELS, product_id)
         if tickers:

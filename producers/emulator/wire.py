@@ -25,7 +25,8 @@ class Counters:
 
     A quote event is a frame from which a producer derives one quote (a Binance bookTicker; a Coinbase snapshot or
     an l2update that changed the top of the book); a trade event is a Binance trade/aggTrade or a Coinbase match /
-    last_match with a new trade id. Counted once per connection the frame was written to.
+    last_match with a new trade id (the last_match a reconnecting client gets again is not counted twice). Counted
+    once per connection the frame was written to: with one producer per exchange, exactly what it should publish.
     """
 
     frames: dict[str, int] = field(default_factory=lambda: {"coinbase": 0, "binance": 0})

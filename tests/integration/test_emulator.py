@@ -631,3 +631,21 @@ def test_producer_parsers_report_a_gap_after_skip_sequence():
                   for frames in (frames_before, frames_after)]
         assert "gap" not in states[0]
         assert "gap" in states[1], parser.name
+
+
+def test_a_reconnecting_clients_repeated_last_match_is_not_counted_as_a_new_trade():
+    async def scenario():
+        cfg = config(fast_market(venues={"coinbase": {"trades_per_s": 0.0001}, "binance": {}}))
+        async with Emulator(cfg) as emu:
+            ids = []
+            for _ in range(2):
+                async with connect(emu.coinbase_url) as ws:
+                    await ws.send(json.dumps({"type": "subscribe", "product_ids": ["ETH-USD"],
+                                              "channels": ["matches"]}))
+                    frames = [json.loads(f) for f in await collect(ws, 0.5)]
+                    ids += [f["trade_id"] for f in frames if f["type"] == "last_match"]
+            return ids, emu.counts()["events"]["coinbase"]["ETH-USD"]["trades"]
+
+    ids, counted = run(scenario())
+    assert len(ids) == 2 and ids[0] == ids[1]
+    assert counted == 1
