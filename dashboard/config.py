@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from arbitrage.fees import FeeSchedule
-from arbitrage.pairs import DEFAULT_PAIRS, Pair, parse_pairs
+from arbitrage.pairs import Pair
+from arbitrage.rules import RulesConfig
 
-DEFAULT_THRESHOLD_BPS = Decimal(5)  # docs/RULES.md default; the streaming job's RulesConfig owns the real value
+_RULES = RulesConfig()  # the defaults the streaming job runs with (docs/RULES.md)
 
 # Time-range picker: label -> seconds of history shown.
 TIME_RANGES: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "1d": 86400}
@@ -23,9 +25,9 @@ class DashboardConfig:
     lake_dir: Path
     metrics_dir: Path
     alert_log: Path
-    pairs: tuple[Pair, ...] = field(default_factory=lambda: parse_pairs(DEFAULT_PAIRS))
-    fees: FeeSchedule = FeeSchedule()
-    threshold_bps: Decimal = DEFAULT_THRESHOLD_BPS
+    pairs: tuple[Pair, ...] = _RULES.pairs
+    fees: FeeSchedule = _RULES.fees
+    threshold_bps: Decimal = _RULES.threshold_bps
     refresh_ms: int = 1000
     # Spread rows are drawn once they are this old: a micro-batch that lands later than this after newer rows is
     # only drawn on the next full load (pair or range change).
@@ -40,10 +42,13 @@ class DashboardConfig:
             raise ValueError(f"refresh_ms must be >= 100, got {self.refresh_ms}")
 
     @classmethod
-    def from_settings(cls, settings, lake_dir: str | Path | None = None, **overrides) -> "DashboardConfig":
-        """Paths from `arb.settings.Settings`; `lake_dir` overrides the lake location (`arb dashboard --lake`)."""
+    def from_settings(cls, settings, lake_dir: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                      **overrides) -> "DashboardConfig":
+        """Paths from `arb.settings.Settings`. The lake is `lake_dir` (`arb dashboard --lake`), else
+        `ARB_LAKE_DIR` (where the streaming jobs write when it is set), else `Settings.lake_dir`."""
+        env = os.environ if environ is None else environ
         return cls(
-            lake_dir=Path(lake_dir or settings.lake_dir),
+            lake_dir=Path(lake_dir or env.get("ARB_LAKE_DIR") or settings.lake_dir),
             metrics_dir=Path(settings.run_dir) / "metrics",
             alert_log=Path(settings.alert_log),
             **overrides,

@@ -131,12 +131,22 @@ def fmt_time(us: int | None) -> str:
     return ts.strftime("%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
 
 
-def parse_iso_us(text: str | None) -> int | None:
-    """`2026-11-22T00:40:34.912Z` -> µs since the epoch (None for None or garbage)."""
-    if not text:
+def parse_ts_us(value: Any) -> int | None:
+    """A metrics-file time -> µs since the epoch (None for None or garbage).
+
+    Accepts ISO 8601 (`2026-11-22T00:40:34.912Z`, UTC when no zone) and epoch numbers: the producers write
+    `time.time()` seconds; numbers past 1e11 / 1e14 are read as milliseconds / microseconds.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if value > 1e14:
+            return int(value)
+        return int(value * 1_000) if value > 1e11 else int(round(value * 1_000_000))
+    if not isinstance(value, str) or not value:
         return None
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     if ts.tzinfo is None:
@@ -193,7 +203,7 @@ def feed_rows(producers: list[dict], statuses: list[dict], now_us: int, stale_af
     rows = []
     for exchange in sorted(set(by_exchange) | set(latest_status)):
         p = by_exchange.get(exchange, {})
-        updated = parse_iso_us(p.get("updated_ts"))
+        updated = parse_ts_us(p.get("updated_ts"))
         metrics_age = None if updated is None else (now_us - updated) / 1e6
         running = metrics_age is not None and metrics_age <= stale_after_s
         if not p:
@@ -222,7 +232,7 @@ def pipeline_rows(streams: list[dict], now_us: int) -> list[dict]:
     """Pipeline health per streaming job from `stream-*.json`."""
     rows = []
     for s in sorted(streams, key=lambda r: str(r.get("job"))):
-        updated = parse_iso_us(s.get("updated_ts"))
+        updated = parse_ts_us(s.get("updated_ts"))
         rows.append({
             "job": str(s.get("job", "?")), "events_per_s": fmt_num(s.get("input_rows_per_s"), 1),
             "processed_per_s": fmt_num(s.get("processed_rows_per_s"), 1),

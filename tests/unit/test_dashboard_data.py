@@ -281,3 +281,23 @@ def test_arb_dashboard_bad_pairs_is_a_config_error(tmp_path, monkeypatch, capsys
 
     assert cli.main(["dashboard", "--pairs", "BTC/USD=BTC/USD~BTC/USDT"]) == 2
     assert "quote currencies differ" in capsys.readouterr().err
+
+
+def test_dashboard_config_follows_arb_lake_dir_unless_told_otherwise(tmp_path):
+    from arb.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+
+    assert DashboardConfig.from_settings(settings, environ={}).lake_dir == tmp_path / "lake"
+    assert DashboardConfig.from_settings(settings, environ={"ARB_LAKE_DIR": "/x/lake"}).lake_dir == Path("/x/lake")
+    assert DashboardConfig.from_settings(settings, "/y", environ={"ARB_LAKE_DIR": "/x"}).lake_dir == Path("/y")
+    assert DashboardConfig.from_settings(settings, environ={}).metrics_dir == tmp_path / "run" / "metrics"
+
+
+def test_arb_dashboard_bad_threshold_is_a_config_error(tmp_path, monkeypatch, capsys):
+    from arb import cli
+
+    monkeypatch.setenv("ARB_DATA_DIR", str(tmp_path))
+
+    assert cli.main(["dashboard", "--threshold-bps", "five"]) == 2
+    assert capsys.readouterr().err == "arb dashboard: error: --threshold-bps must be a number, got 'five'\n"

@@ -136,4 +136,22 @@ def test_formatters_handle_missing_values():
     assert figures.fmt_num(None) == figures.fmt_price(None) == figures.fmt_age(None) == "–"
     assert figures.fmt_price("0.000012340000") == "0.00001234"
     assert figures.fmt_age(7200) == "2.0 h"
-    assert figures.parse_iso_us("garbage") is None
+    assert figures.parse_ts_us("garbage") is None
+    assert figures.parse_ts_us({"a": 1}) is None
+
+
+def test_metrics_times_parse_as_iso_or_epoch_numbers():
+    assert figures.parse_ts_us("2026-11-22T12:00:00Z") == T0_US
+    assert figures.parse_ts_us("2026-11-22T12:00:00") == T0_US
+    assert figures.parse_ts_us(T0.timestamp()) == T0_US  # producers write time.time()
+    assert figures.parse_ts_us(T0_US // 1000) == T0_US
+    assert figures.parse_ts_us(T0_US) == T0_US
+
+
+def test_feed_rows_read_a_producer_file_with_epoch_seconds_and_null_rates():
+    producers = [{"exchange": "coinbase", "connected": False, "last_frame_age_s": None, "frames_per_s": 0.0,
+                  "events_per_s": 0.0, "gaps": 0, "reconnects": 3, "updated_ts": T0.timestamp() - 1.0}]
+
+    (row,) = figures.feed_rows(producers, [], T0_US)
+
+    assert (row["connected"], row["last_msg"], row["reconnects"]) == ("✖ disconnected", "–", "3")
