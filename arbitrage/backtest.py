@@ -202,22 +202,27 @@ def run(
     progress.step("quotes read")
     stats: dict[str, int] = {}
     start_us, end_us = to_us(config.start), to_us(config.end)
-    signals = oracle.starts_of_pair_quotes(paired, status, rules, stats=stats)
+    sides = {p.name: oracle.pair_sides(paired, p.name) for p in rules.pairs}
+    del paired
+    signals = oracle.starts_of_pair_quotes(None, status, rules, stats=stats, sides=sides)
     signals = signals.filter(pl.col("event_ts") >= config.start)  # the warm-up only primes the latest quotes
     progress.step("signals")
-    books = _books_at_fill(paired, signals, config)
+    books = _books_at_fill(sides, signals, config)
     progress.step("fills")
     trades, skipped, capital = simulate(books, config, progress)
     progress.step("trades")
     equity = trades.select(pl.col("fill_ts").alias("ts"), "pair", "net_pnl", "equity")
-    summary = summarize(config, signals, trades, skipped, capital, stats, paired.height, start_us, end_us)
+    quote_rows = sum(side.height for by_exchange in sides.values() for side in by_exchange.values())
+    summary = summarize(config, signals, trades, skipped, capital, stats, quote_rows, start_us, end_us)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     progress.step("summary")
     progress.close()
     return BacktestResult(config, signals, trades, equity, summary, skipped)
 
 
-def _books_at_fill(paired: pl.DataFrame, signals: pl.DataFrame, config: BacktestConfig) -> pl.DataFrame:
+def _books_at_fill(
+    sides: dict[str, dict[str, pl.DataFrame]], signals: pl.DataFrame, config: BacktestConfig
+) -> pl.DataFrame:
     """Each signal with both venues' quotes at the fill time (t + latency), as-of, at most `staleness` old."""
     latency_us = config.latency_ms * 1000
     base = signals.select(
@@ -238,25 +243,18 @@ def _books_at_fill(paired: pl.DataFrame, signals: pl.DataFrame, config: Backtest
             *[pl.col(c).alias(c.removesuffix("_at_signal")) for c in base.columns if c.endswith("_at_signal")],
         )
     base = base.drop([c for c in base.columns if c.endswith("_at_signal")])
-    for exchange in ("coinbase", "binance"):
-        book = (
-            paired.lazy()
-            .filter(pl.col("exchange") == exchange)
-            .select(
-                "pair",
+    filled = []
+    for pair, by_exchange in sides.items():
+        part = base.filter(pl.col("pair") == pair)
+        for exchange, side in by_exchange.items():
+            book = side.select(
                 pl.col("t").alias(f"{exchange}_t"),
                 *[pl.col(c).alias(f"{exchange}_{c}") for c in ("bid", "bid_size", "ask", "ask_size")],
             )
-            .sort(f"{exchange}_t")
-        )
-        base = (
-            base.lazy()
-            .join_asof(book, left_on="fill_us", right_on=f"{exchange}_t", by="pair", strategy="backward",
-                       tolerance=config.rules.staleness_us, check_sortedness=False)
-            .drop(f"{exchange}_t")
-            .collect()
-        )
-    return base
+            part = part.join_asof(book, left_on="fill_us", right_on=f"{exchange}_t", strategy="backward",
+                                  tolerance=config.rules.staleness_us, check_sortedness=False).drop(f"{exchange}_t")
+        filled.append(part)
+    return pl.concat(filled).sort("fill_us", "pair", "direction") if filled else base
 
 
 class _Inventory:

@@ -88,7 +88,7 @@ def pair_quotes(quotes: pl.LazyFrame | pl.DataFrame, rules: RulesConfig) -> pl.L
     q = _lazy(quotes)
     for pair in rules.pairs:
         for exchange in ("coinbase", "binance"):
-            rate = pair.binance_rate if exchange == "binance" else None
+            rate = pair.binance_rate if exchange == "binance" and pair.binance_rate != 1 else None
             price = (lambda c: _round(pl.col(c).cast(WORK) * rate, MONEY_PLACES)) if rate is not None else (
                 lambda c: pl.col(c).cast(MONEY)
             )
@@ -389,6 +389,10 @@ def windows(
 # A float64 net bps is within ~1e-9 bps of the exact value at any realistic price; rows closer than this to the
 # threshold are decided again in exact decimals, so the tradable flags equal the exact path's.
 _SCREEN_BPS = 1e-4
+_RAW_COLUMNS = [
+    *[f"{ex}_{c}" for ex in ("coinbase", "binance") for c in _SIDES],
+    "coinbase_ts", "binance_ts", "coinbase_seq", "binance_seq",
+]
 
 
 def _as_float(column: str) -> pl.Expr:
@@ -397,108 +401,154 @@ def _as_float(column: str) -> pl.Expr:
 
 
 def window_starts(
-    quotes: pl.LazyFrame | pl.DataFrame,
-    status: pl.LazyFrame | pl.DataFrame | None,
-    rules: RulesConfig,
-    until_us: int | None = None,
+    quotes: pl.LazyFrame | pl.DataFrame, status: pl.LazyFrame | pl.DataFrame | None, rules: RulesConfig
 ) -> pl.DataFrame:
     """The opening row of every window (the signals), computed fast enough for tens of millions of quotes.
 
-    The same windows as `window_runs(spreads(...))`: alignment is shared, the net spread is screened in float64 with
-    `arbitrage.spread` and rows near the threshold are recomputed exactly. `until_us` only matters for which window
-    ends; starts do not depend on it. Columns: pair, direction, event_ts, the spreads columns of the opening row.
+    The same windows as `window_runs(spreads(...))` with the same alignment rule, but the joins carry row numbers
+    instead of prices, the net spread is screened in float64 with `arbitrage.spread`, and rows near the threshold
+    are recomputed exactly. Columns: pair, direction, event_ts and the spreads columns of the opening row.
     """
-    return starts_of_pair_quotes(pair_quotes(quotes, rules).collect(), status, rules, until_us)
+    return starts_of_pair_quotes(pair_quotes(quotes, rules).collect(), status, rules)
+
+
+def pair_sides(paired: pl.DataFrame, pair: str) -> dict[str, pl.DataFrame]:
+    """Each venue's quotes of one pair in processing order (t, seq), with float copies of bid and ask."""
+    return {
+        exchange: paired.filter((pl.col("pair") == pair) & (pl.col("exchange") == exchange))
+        .sort("t", "seq", nulls_last=False)
+        .with_columns(_as_float("bid").alias("bid_f"), _as_float("ask").alias("ask_f"))
+        for exchange in ("coinbase", "binance")
+    }
 
 
 def starts_of_pair_quotes(
-    paired: pl.DataFrame,
+    paired: pl.DataFrame | None,
     status: pl.LazyFrame | pl.DataFrame | None,
     rules: RulesConfig,
-    until_us: int | None = None,
     stats: dict | None = None,
+    sides: dict[str, dict[str, pl.DataFrame]] | None = None,
 ) -> pl.DataFrame:
-    """`window_starts` of quotes already through `pair_quotes` (so a caller can reuse them); `stats` gets counts."""
-    q = paired.lazy()
-    s = pair_status(status, rules)
-    out = []
-    comparisons = 0
-    thr = float(rules.threshold_bps)
+    """`window_starts` of quotes already through `pair_quotes`; `stats["comparisons"]` gets the row count.
+
+    `sides` (pair -> `pair_sides`) may be passed in to reuse them; they are computed otherwise.
+    """
+    statuses = pair_status(status, rules).collect()
+    out, comparisons = [], 0
     for pair in rules.pairs:
-        rows = _aligned(q, s, pair.name, rules.staleness_us).with_columns(
-            (pl.col("t") * 4 + 2 + (pl.col("exchange") == "coinbase").cast(pl.Int64)).alias("k"),
-            pl.min_horizontal("coinbase_ts", "binance_ts").alias("oldest_us"),
-            *[
-                spread.net_bps(
-                    _as_float(f"{'coinbase' if d == BUY_COINBASE_SELL_BINANCE else 'binance'}_ask"),
-                    _as_float(f"{'binance' if d == BUY_COINBASE_SELL_BINANCE else 'coinbase'}_bid"),
-                    *direction_fees(d, rules.fees),
-                ).alias(f"_f_{_PREFIX[d]}")
-                for d in DIRECTIONS
-            ],
-        ).collect()
+        side = sides[pair.name] if sides is not None else pair_sides(paired, pair.name)
+        rows = _fast_rows(side, statuses.filter(pl.col("pair") == pair.name), rules)
         comparisons += rows.height
         if rows.is_empty():
             continue
-        # Rows whose float net bps is too close to call: decide them exactly.
-        near = pl.any_horizontal([(pl.col(f"_f_{_PREFIX[d]}") - thr).abs() <= _SCREEN_BPS for d in DIRECTIONS])
-        rows = rows.with_row_index("_i")
-        exact = rows.filter(near).select("_i", *[c.alias(c.meta.output_name()) for c in _net_columns(rules)])
-        if not exact.is_empty():
-            rows = rows.join(exact, on="_i", how="left")
-        else:
-            rows = rows.with_columns(*[pl.lit(None, MONEY).alias(f"{_PREFIX[d]}net_bps") for d in DIRECTIONS])
-        tradable = {
-            d: pl.when(pl.col(f"{_PREFIX[d]}net_bps").is_not_null())
-            .then(pl.col(f"{_PREFIX[d]}net_bps") >= rules.threshold_bps)
-            .otherwise(pl.col(f"_f_{_PREFIX[d]}") > thr)
-            for d in DIRECTIONS
-        }
-        ticks = pl.concat(
-            [
-                rows.lazy().select(
-                    "_i",
-                    "k",
-                    pl.when(pl.col("exchange") == "coinbase").then("coinbase_seq").otherwise("binance_seq").alias("seq"),
-                    "t", "oldest_us", *[tradable[d].alias(f"_tr_{_PREFIX[d]}") for d in DIRECTIONS]
-                ),
-                s.filter(pl.col("pair") == pair.name).select(
-                    (pl.col("t") * 4 + (pl.col("exchange") == "coinbase").cast(pl.Int64)).alias("k"), "t"
-                ),
-            ],
-            how="diagonal",
-        ).sort("k", "seq", nulls_last=False)
-        next_t = pl.col("t").shift(-1)
-        deadline = pl.col("oldest_us") + rules.staleness_us
-        at_end = pl.lit(False) if until_us is None else deadline <= until_us
-        stale_after = pl.when(next_t.is_null()).then(at_end).otherwise(next_t > deadline).fill_null(False)
-        starts = []
-        for d in DIRECTIONS:
-            tr = pl.col(f"_tr_{_PREFIX[d]}").fill_null(False)
-            opens = tr & ~(tr & ~stale_after).shift(1).fill_null(False)
-            starts.append(ticks.filter(opens).select("_i", pl.lit(d).alias("direction")))
-        opened = pl.concat(starts).collect()
-        out.append(
-            rows.join(opened, on="_i", how="inner")
-            .select(pl.lit(pair.name).alias("pair"), "direction", "t", *_RAW_COLUMNS)
-        )
+        opened = _fast_opens(rows, statuses.filter(pl.col("pair") == pair.name), rules)
+        if opened.is_empty():
+            continue
+        picked = rows[opened["row"]]
+        raw = pl.DataFrame({
+            "pair": pl.Series([pair.name] * picked.height, dtype=pl.String),
+            "direction": opened["direction"],
+            "t": picked["t"],
+            **{f"{ex}_{c}": side[ex][c].gather(picked[f"{ex}_i"]) for ex in ("coinbase", "binance") for c in _SIDES},
+            "coinbase_ts": picked["coinbase_ts"],
+            "binance_ts": picked["binance_ts"],
+            "coinbase_seq": side["coinbase"]["seq"].gather(picked["coinbase_i"]),
+            "binance_seq": side["binance"]["seq"].gather(picked["binance_i"]),
+        })
+        out.append(raw)
     if stats is not None:
         stats["comparisons"] = comparisons
-    if not out:
-        empty = {c: paired.schema[c.replace("coinbase_", "").replace("binance_", "")] for c in _RAW_COLUMNS
-                 if not c.endswith(("_ts", "_seq"))}
-        raw = pl.DataFrame(schema={"pair": pl.String, "direction": pl.String, "t": pl.Int64, **empty,
-                                   "coinbase_ts": pl.Int64, "binance_ts": pl.Int64, "coinbase_seq": pl.Int64,
-                                   "binance_seq": pl.Int64})
-    else:
+    if out:
         raw = pl.concat(out, how="vertical").sort("pair", "t", "direction")
+    else:
+        raw = pl.DataFrame(schema={
+            "pair": pl.String, "direction": pl.String, "t": pl.Int64,
+            **{f"{ex}_{c}": MONEY for ex in ("coinbase", "binance") for c in _SIDES},
+            "coinbase_ts": pl.Int64, "binance_ts": pl.Int64, "coinbase_seq": pl.Int64, "binance_seq": pl.Int64,
+        })
     return _with_spread_columns(raw, rules)
 
 
-_RAW_COLUMNS = [
-    *[f"{ex}_{c}" for ex in ("coinbase", "binance") for c in _SIDES],
-    "coinbase_ts", "binance_ts", "coinbase_seq", "binance_seq",
-]
+def _fast_rows(side: dict[str, pl.DataFrame], statuses: pl.DataFrame, rules: RulesConfig) -> pl.DataFrame:
+    """The comparisons of one pair in processing order: k (sort key), t, both sides' row numbers and times, and
+    the float net bps of each direction."""
+    aligned = []
+    for new, old, exact in (("coinbase", "binance", True), ("binance", "coinbase", False)):
+        left = side[new].select("t", pl.int_range(pl.len(), dtype=pl.Int64).alias(f"{new}_i"))
+        right = side[old].select(pl.col("t").alias(f"{old}_ts"), pl.int_range(pl.len(), dtype=pl.Int64).alias(f"{old}_i"))
+        last_status = (
+            statuses.filter(pl.col("exchange") == old).select(pl.col("t").alias("status_t")).unique().sort("status_t")
+        )
+        rows = (
+            left.join_asof(right, left_on="t", right_on=f"{old}_ts", strategy="backward",
+                           tolerance=rules.staleness_us, allow_exact_matches=exact, check_sortedness=False)
+            .filter(pl.col(f"{old}_ts").is_not_null())
+            .join_asof(last_status, left_on="t", right_on="status_t", strategy="backward", check_sortedness=False)
+            .filter(pl.col("status_t").is_null() | (pl.col("status_t") <= pl.col(f"{old}_ts")))
+            .select(
+                (pl.col("t") * 4 + (3 if new == "coinbase" else 2)).alias("k"),
+                "t",
+                "coinbase_i",
+                "binance_i",
+                (pl.col("t") if new == "coinbase" else pl.col("coinbase_ts")).alias("coinbase_ts"),
+                (pl.col("t") if new == "binance" else pl.col("binance_ts")).alias("binance_ts"),
+            )
+        )
+        aligned.append(rows)
+    rows = aligned[0].merge_sorted(aligned[1], key="k")  # each is sorted by (t, seq); their k never tie
+    prices = {
+        f"{ex}_{c}": side[ex][f"{c}_f"].gather(rows[f"{ex}_i"]) for ex in ("coinbase", "binance") for c in ("bid", "ask")
+    }
+    nets = {}
+    for d in DIRECTIONS:
+        buy, sell = ("coinbase", "binance") if d == BUY_COINBASE_SELL_BINANCE else ("binance", "coinbase")
+        nets[f"_f_{_PREFIX[d]}"] = pl.select(
+            spread.net_bps(pl.lit(prices[f"{buy}_ask"]), pl.lit(prices[f"{sell}_bid"]), *direction_fees(d, rules.fees))
+        ).to_series()
+    rows = rows.with_columns(**nets)
+    # Decide the rows too close to the threshold in exact decimals.
+    thr = float(rules.threshold_bps)
+    for d in DIRECTIONS:
+        f = f"_f_{_PREFIX[d]}"
+        tradable = rows[f] > thr
+        near = ((rows[f] - thr).abs() <= _SCREEN_BPS).arg_true()
+        if near.len():
+            picked = rows[near]
+            exact = pl.DataFrame({
+                f"{ex}_{c}": side[ex][c].gather(picked[f"{ex}_i"]) for ex in ("coinbase", "binance") for c in _SIDES
+            }).select(next(c for c in _net_columns(rules) if c.meta.output_name() == f"{_PREFIX[d]}net_bps"))
+            tradable = tradable.scatter(near, exact.to_series() >= rules.threshold_bps)
+        rows = rows.with_columns(tradable.alias(f"_tr_{_PREFIX[d]}"))
+    return rows
+
+
+def _fast_opens(rows: pl.DataFrame, statuses: pl.DataFrame, rules: RulesConfig) -> pl.DataFrame:
+    """Row numbers (into `rows`) and direction of every window opening, from the run-length rule of `window_runs`."""
+    ticks = rows.select(
+        "k",
+        "t",
+        pl.min_horizontal("coinbase_ts", "binance_ts").alias("oldest_us"),
+        *[pl.col(f"_tr_{_PREFIX[d]}") for d in DIRECTIONS],
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+    )
+    if not statuses.is_empty():
+        stat = statuses.select(
+            (pl.col("t") * 4 + (pl.col("exchange") == "coinbase").cast(pl.Int64)).alias("k"),
+            "t",
+            pl.lit(None, pl.Int64).alias("oldest_us"),
+            *[pl.lit(False).alias(f"_tr_{_PREFIX[d]}") for d in DIRECTIONS],
+            pl.lit(None, pl.Int64).alias("row"),
+        ).sort("k")
+        ticks = ticks.merge_sorted(stat, key="k")
+    next_t = pl.col("t").shift(-1)
+    # Starts only: whether the very last row goes stale at the end does not matter.
+    stale_after = (next_t > pl.col("oldest_us") + rules.staleness_us).fill_null(False)
+    opens = []
+    for d in DIRECTIONS:
+        tr = pl.col(f"_tr_{_PREFIX[d]}")
+        starts = tr & ~(tr & ~stale_after).shift(1).fill_null(False)
+        opens.append(ticks.lazy().filter(starts).select("row", pl.lit(d).alias("direction")))
+    return pl.concat(opens).collect().sort("row", "direction")
 
 
 def _net_columns(rules: RulesConfig) -> list[pl.Expr]:
@@ -511,7 +561,7 @@ def _with_spread_columns(raw: pl.DataFrame, rules: RulesConfig) -> pl.DataFrame:
         "pair",
         "direction",
         _ts(pl.col("t")).alias("event_ts"),
-        *[f"{ex}_{c}" for ex in ("coinbase", "binance") for c in _SIDES],
+        *[pl.col(f"{ex}_{c}").cast(MONEY) for ex in ("coinbase", "binance") for c in _SIDES],
         _ts(pl.col("coinbase_ts")).alias("coinbase_ts"),
         _ts(pl.col("binance_ts")).alias("binance_ts"),
         ((pl.col("t") - pl.col("coinbase_ts")) // 1000).alias("coinbase_age_ms"),

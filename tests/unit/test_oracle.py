@@ -209,3 +209,26 @@ def test_tiny_case_a_quote_exactly_at_the_deadline_extends_the_window_before_it_
     assert got.select("start_ts", "end_ts", "ticks", "close_reason").rows() == [
         (ts(T0 + 100_000), ts(T0 + 500_000), 2, "stale"),
     ]
+
+
+def test_fast_window_starts_equal_the_exact_runs_on_random_ticks():
+    for seed in range(1, 9):
+        ticks, last_t = random_ticks(seed, 400)
+        quotes, status = quotes_frame(ticks), status_frame(ticks)
+        runs = oracle.window_runs(oracle.spreads(quotes, status, RULES), status, RULES, last_t).collect()
+
+        got = oracle.window_starts(quotes, status, RULES)
+
+        assert got.select("pair", "direction", pl.col("event_ts").dt.epoch("us")).sort(pl.all()).rows() == (
+            runs.select("pair", "direction", "start_us").sort(pl.all()).rows()
+        )
+
+
+def test_fast_window_starts_decide_a_net_spread_exactly_at_the_threshold_in_decimals():
+    # (100.1 - 100) / 100 * 1e4 is exactly 10 bps, but 9.99999999999... in float64
+    at_threshold = RulesConfig(threshold_bps=D(10), fees=NO_FEES.fees, pairs=NO_FEES.pairs)
+    ticks = [q("coinbase", 0, "99.9", "100"), q("binance", 100, "100.1", "100.2")]
+
+    got = oracle.window_starts(quotes_frame(ticks), None, at_threshold)
+
+    assert got.select("direction", "cb_bn_net_bps").rows() == [("buy_coinbase_sell_binance", D("10.000000"))]
