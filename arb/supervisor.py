@@ -481,36 +481,18 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--status-interval must be positive")
     opts = UpOptions(source=args.source, symbols=args.symbols, scenario=args.scenario, stream=args.stream,
                      dashboard=args.dashboard, coinbase_port=args.coinbase_port, binance_port=args.binance_port,
-                     control_port=args.control_port, dashboard_port=args.dashboard_port, status_interval_s=args.status_interval)
-    commands = available_commands()
-    plan = []
-    for component in components(opts, settings):
-        if component.command in commands:
-            plan.append(component)
-        else:
-            print(f"arb up: skipping {component.name}: `arb {component.command}` is not available in this build",
-                  file=sys.stderr)
-
+                     control_port=args.control_port, dashboard_port=args.dashboard_port,
+                     status_interval_s=args.status_interval)
     lock = settings.run_dir / "up.pid"
     other = _read_live_pid(lock)
     if other is not None:
         print(f"arb up: already running (pid {other}, {settings.data_dir})", file=sys.stderr)
         return 1
-    from arb.kafka import port_in_use
-
-    busy = [f"{port} ({c.name})" for c in plan for port in c.ports if port_in_use(settings.host, port)]
-    if busy:
-        print(f"arb up: port already in use: {', '.join(busy)}", file=sys.stderr)
+    try:
+        plan = _preflight(components(opts, settings), settings)
+    except PreflightError as exc:
+        print(f"arb up: {exc}", file=sys.stderr)
         return 1
-    if not settings.kafka.embedded:
-        from arb.kafka import KafkaError, ensure_topics, wait_until_reachable
-
-        try:
-            wait_until_reachable(settings.kafka, 30.0)
-            ensure_topics(settings)
-        except KafkaError as exc:
-            print(f"arb up: error: {exc}", file=sys.stderr)
-            return 1
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(f"{os.getpid()}\n")
 
@@ -522,6 +504,39 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         lock.unlink(missing_ok=True)
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def _preflight(plan: list[Component], settings: Settings) -> list[Component]:
+    """Drop what cannot or need not run (a command this build lacks, a broker already running); fail on busy ports
+    or an external cluster that does not answer, before anything starts."""
+    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, KafkaError, ensure_topics, port_in_use, wait_until_reachable
+
+    commands = available_commands()
+    for component in plan:
+        if component.command not in commands:
+            print(f"arb up: skipping {component.name}: `arb {component.command}` is not available in this build",
+                  file=sys.stderr)
+    plan = [c for c in plan if c.command in commands]
+    if settings.kafka.embedded:
+        running = EmbeddedKafka(EmbeddedKafkaConfig.from_settings(settings)).pid()
+        if running is not None:  # started earlier with `arb kafka start`: use it, and leave it running
+            print(f"arb up: using the embedded broker already running (pid {running}, {settings.kafka.bootstrap})",
+                  file=sys.stderr)
+            plan = [c for c in plan if c.name != "kafka"]
+    busy = [f"{port} ({c.name})" for c in plan for port in c.ports if port_in_use(settings.host, port)]
+    if busy:
+        raise PreflightError(f"port already in use: {', '.join(busy)}")
+    if all(c.name != "kafka" for c in plan):
+        try:
+            wait_until_reachable(settings.kafka, 30.0)
+            ensure_topics(settings)
+        except KafkaError as exc:
+            raise PreflightError(f"error: {exc}") from None
+    return plan
 
 
 def _read_live_pid(path: Path) -> int | None:

@@ -173,3 +173,24 @@ def test_up_with_an_external_cluster_starts_no_broker_and_produces_to_that_clust
     assert set(stack.pids()) == {"emulator", "producer-coinbase", "producer-binance"}
     assert f"kafka       {kafka_topics.kafka.bootstrap} (external)" in stack.out()
     assert not (settings.data_dir / "kafka").exists()
+
+
+def test_up_uses_an_embedded_broker_that_already_runs_and_leaves_it_running(kafka_broker):
+    # The session broker's data dir, so its pid file: as if `arb kafka start` had been run before. Own topics.
+    settings = kafka_broker.with_topics("reuse.")
+    argv = [sys.executable, "-m", "arb.cli", "up", "--no-stream", "--no-dashboard", "--status-interval", "1",
+            "--coinbase-port", str(free_port()), "--binance-port", str(free_port()), "--control-port", str(free_port())]
+    out_path, err_path = settings.data_dir / "reuse.out", settings.data_dir / "reuse.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=arb_env(settings), start_new_session=True)
+    stack = Stack(process, settings, out_path, err_path)
+    try:
+        _wait(lambda: "producer-binance   up" in stack.out(), 120, "all components up", stack)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+
+    assert code == 0
+    assert "using the embedded broker already running" in err_path.read_text()
+    assert "kafka" not in stack.pids()
+    assert kafka_broker.broker.is_running()
