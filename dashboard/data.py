@@ -52,10 +52,11 @@ class Lake:
         return (self.root / name / "_delta_log").is_dir()
 
     def read(self, name: str, ts_col: str, since_us: int | None, columns: list[str],
-             date_margin: timedelta = timedelta(0), where: pl.Expr | None = None) -> pl.DataFrame | None:
+             date_margin: timedelta | None = timedelta(0), where: pl.Expr | None = None) -> pl.DataFrame | None:
         """Rows of `name` with `ts_col >= since_us`, only `columns`; None when the table does not exist yet.
 
-        `date_margin` widens the partition filter for tables whose `date` is not the date of `ts_col`.
+        The `date` partition filter starts `date_margin` before `since_us`; None means no partition filter, for
+        tables whose `date` is not the date of `ts_col` (the Delta file statistics of `ts_col` still skip files).
         """
         if not self.exists(name):
             return None
@@ -68,8 +69,10 @@ class Lake:
             lf = pl.scan_delta(table)
             if since_us is not None:
                 since = from_us(since_us)
-                first_day: date = (since - date_margin).date()
-                lf = lf.filter(pl.col("date") >= first_day, pl.col(ts_col) >= since)
+                lf = lf.filter(pl.col(ts_col) >= since)
+                if date_margin is not None:
+                    first_day: date = (since - date_margin).date()
+                    lf = lf.filter(pl.col("date") >= first_day)
             if where is not None:
                 lf = lf.filter(where)
             return lf.select(columns).collect()
@@ -149,9 +152,12 @@ WINDOW_COLUMNS = ["window_id", "pair", "direction", "event", "start_ts", "end_ts
 
 
 def window_events(lake: Lake, since_us: int) -> list[dict[str, Any]] | None:
-    """Window events emitted at or after `since_us`, oldest first. Partition `date` may be the window's start date,
-    so the partition filter looks one day further back."""
-    rows = lake.read(WINDOWS, "emitted_ts", since_us, WINDOW_COLUMNS, date_margin=timedelta(days=1))
+    """Window events emitted at or after `since_us`, oldest first.
+
+    A window's `date` partition is its event's date, which can be long before it was emitted (a replay of old
+    data), so no partition filter here: the table is small and the file statistics of `emitted_ts` skip old files.
+    """
+    rows = lake.read(WINDOWS, "emitted_ts", since_us, WINDOW_COLUMNS, date_margin=None)
     if rows is None:
         return None
     order = pl.when(pl.col("event") == "CLOSE").then(1).otherwise(0)

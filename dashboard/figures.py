@@ -218,6 +218,8 @@ def feed_rows(producers: list[dict], statuses: list[dict], now_us: int, stale_af
             where = f" {status['symbol']}" if status.get("symbol") else ""
             last_status = f"{status['state']}{where} {fmt_age((now_us - status['ts_recv']) / 1e6)} ago"
         msg_age = p.get("last_frame_age_s")
+        if not isinstance(msg_age, (int, float)) or isinstance(msg_age, bool):
+            msg_age = None
         if msg_age is not None and metrics_age is not None:
             msg_age = msg_age + max(metrics_age, 0)  # the file itself may be a little old
         rows.append({

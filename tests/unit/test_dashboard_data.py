@@ -201,6 +201,17 @@ def test_window_events_are_read_incrementally_from_the_emitted_cursor(tmp_path):
     assert [(e["event"], e["peak_net_bps"]) for e in events] == [("CLOSE", "7.000000000000")]
 
 
+def test_window_events_of_replayed_old_data_are_found_by_emitted_time(tmp_path):
+    lake_dir = tmp_path / "lake"
+    old_start = NOW - timedelta(days=3)
+    write_table(lake_dir, "gold/arb_windows",
+                [window_row("BTC/USD", BN_CB, "OPEN", old_start, "6", "1", "2", emitted=NOW)])
+
+    events = data.window_events(data.Lake(lake_dir), NOW_US - 1_000_000)
+
+    assert [e["start_ts"] for e in events] == [data.to_us(old_start)]
+
+
 def test_health_update_combines_metrics_files_and_feed_status(demo, tmp_path):
     config = config_for(demo.data_dir)
 
