@@ -132,12 +132,18 @@ _BY_TYPE: dict[str, type] = {"quote": Quote, "trade": Trade, "status": FeedStatu
 _DECIMAL_FIELDS = {"bid", "bid_size", "ask", "ask_size", "price", "size"}
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per event class, its field names (dataclasses.fields is slow)
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     """The wire form of an event as a plain dict (decimals as strings)."""
+    names = _FIELD_NAMES.get(type(event))
+    if names is None:
+        names = _FIELD_NAMES[type(event)] = tuple(field.name for field in dataclasses.fields(event))
     out: dict[str, Any] = {"v": SCHEMA_VERSION, "type": event.type}
-    for field in dataclasses.fields(event):
-        value = getattr(event, field.name)
-        out[field.name] = str(value) if isinstance(value, (Decimal, StrEnum)) else value
+    for name in names:
+        value = getattr(event, name)
+        out[name] = str(value) if isinstance(value, (Decimal, StrEnum)) else value
     return out
 
 
