@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -391,8 +392,10 @@ class Emulator:
                 for inst in self.instruments:
                     key = (exchange, inst.name)
                     due_quotes[key] += venue.quotes_per_s * dt
-                    n = min(int(due_quotes[key]), max(1, int(venue.quotes_per_s)))
-                    due_quotes[key] -= int(due_quotes[key])
+                    n = int(due_quotes[key])
+                    due_quotes[key] -= n
+                    # Past a few ticks' worth the market is behind (CPU-bound): skip updates rather than burst them.
+                    n = min(n, max(1, math.ceil(venue.quotes_per_s * cfg.tick_s * 4)))
                     for _ in range(n):
                         self._publish_quote(exchange, inst, ts, windows)
                     while next_trade[key] <= t:

@@ -65,8 +65,8 @@ class GroundTruth:
             "started_iso": iso_us(started_us),
             "fees": {"coinbase": str(fees.coinbase), "binance": str(fees.binance)},
             "break_even_gross_bps": {
-                spread.BUY_COINBASE_SELL_BINANCE: str(spread.break_even_gross_bps(fees.coinbase, fees.binance)),
-                spread.BUY_BINANCE_SELL_COINBASE: str(spread.break_even_gross_bps(fees.binance, fees.coinbase)),
+                spread.BUY_COINBASE_SELL_BINANCE: str(round(spread.break_even_gross_bps(fees.coinbase, fees.binance), 4)),
+                spread.BUY_BINANCE_SELL_COINBASE: str(round(spread.break_even_gross_bps(fees.binance, fees.coinbase), 4)),
             },
             "pairs": [
                 {"name": i.name, "coinbase": i.coinbase_id, "binance": i.binance_id,
