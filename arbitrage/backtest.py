@@ -385,15 +385,20 @@ def summarize(
         "signals": signals.height,
         "trades": n,
         "skipped": dict(skipped),
-        "gross_pnl": str(sum(trades["gross_pnl"], ZERO) if n else ZERO),
-        "fees_paid": str(sum(trades["fees"], ZERO) if n else ZERO),
-        "rebalance_cost": str(sum(trades["rebalance_cost"], ZERO) if n else ZERO),
-        "net_pnl": str(sum(net, ZERO)),
+        "gross_pnl": _money(sum(trades["gross_pnl"], ZERO)),
+        "fees_paid": _money(sum(trades["fees"], ZERO)),
+        "rebalance_cost": _money(sum(trades["rebalance_cost"], ZERO)),
+        "net_pnl": _money(sum(net, ZERO)),
         "hit_rate": round(hits / n, 6) if n else None,
-        "mean_edge_bps": None if mean_edge is None else str(mean_edge),
-        "max_drawdown": str(max_drawdown(net_cumulative(net))),
-        "capital_used": str(capital),
+        "mean_edge_bps": None if mean_edge is None else f"{mean_edge:f}",
+        "max_drawdown": _money(max_drawdown(net_cumulative(net))),
+        "capital_used": _money(capital),
     }
+
+
+def _money(value: Decimal) -> str:
+    """A money amount as a plain decimal string at the stored scale (no exponent: `0E-12` reads badly)."""
+    return f"{round_money(value):f}"
 
 
 def net_cumulative(net: list[Decimal]) -> list[Decimal]:

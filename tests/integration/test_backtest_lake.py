@@ -99,7 +99,7 @@ def test_an_empty_period_in_the_lake_prints_zeros(lake, capsys):
 
     summary = json.loads(out)
     assert code == 0
-    assert (summary["quotes"], summary["signals"], summary["trades"], summary["net_pnl"]) == (0, 0, 0, "0")
+    assert (summary["quotes"], summary["signals"], summary["trades"], summary["net_pnl"]) == (0, 0, 0, "0.000000000000")
 
 
 def test_latency_through_the_cli_kills_the_edge(lake, capsys):

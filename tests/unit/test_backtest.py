@@ -55,7 +55,7 @@ def test_a_known_window_with_known_fees_and_no_latency_earns_the_hand_computed_p
     s = result.summary
     assert (s["signals"], s["trades"], s["gross_pnl"], s["net_pnl"], s["hit_rate"]) == (
         1, 1, "0.500000000000", "0.299500000000", 1.0)
-    assert s["mean_edge_bps"] == "29.920080" and s["max_drawdown"] == "0"
+    assert s["mean_edge_bps"] == "29.920080" and s["max_drawdown"] == "0.000000000000"
     # the run needed 100.1 USD on Coinbase and 1 BTC on Binance (valued at 100)
     assert s["capital_used"] == "200.100000000000"
 
@@ -121,7 +121,7 @@ def test_an_empty_period_reports_zeros_not_an_error():
 
     s = result.summary
     assert (s["quotes"], s["signals"], s["trades"], s["net_pnl"], s["hit_rate"], s["mean_edge_bps"]) == (
-        0, 0, 0, "0", None, None)
+        0, 0, 0, "0.000000000000", None, None)
     assert result.trades.schema == pl.Schema(backtest.TRADE_SCHEMA)
 
 
