@@ -649,3 +649,115 @@ def test_a_reconnecting_clients_repeated_last_match_is_not_counted_as_a_new_trad
     ids, counted = run(scenario())
     assert len(ids) == 2 and ids[0] == ids[1]
     assert counted == 1
+
+
+# --- the producers' connection loop against the emulator --------------------------------------------------------
+
+class _Collector:
+    """A Publisher that keeps everything (the producers' Kafka sink stands here in real runs)."""
+
+    def __init__(self) -> None:
+        self.events, self.statuses, self.dead = [], [], []
+
+    def publish(self, events: list) -> None:
+        for event in events:
+            (self.statuses if event.type == "status" else self.events).append(event)
+
+    def status(self, status) -> None:
+        self.statuses.append(status)
+
+    def dead_letter(self, letter) -> None:
+        self.dead.append(letter)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for event in self.events:
+            per = out.setdefault(event.venue_symbol, {"quotes": 0, "trades": 0})
+            per["quotes" if event.type == "quote" else "trades"] += 1
+        return out
+
+    def states(self) -> list[str]:
+        return [s.state.value for s in self.statuses]
+
+
+def _producer_connections(emu, silence_timeout_s: float = 10.0):
+    connection = pytest.importorskip("producers.connection")
+    from producers.binance import Binance
+    from producers.coinbase import Coinbase
+    from producers.markets import DEFAULT_SNAPSHOTS, load_snapshot
+    from producers.metrics import ProducerMetrics
+
+    feeds = {
+        "coinbase": Coinbase(load_snapshot("coinbase", DEFAULT_SNAPSHOTS["coinbase"]), ["BTC/USD", "ETH/USD"]),
+        "binance": Binance(load_snapshot("binance", DEFAULT_SNAPSHOTS["binance"]), ["BTC/USDT", "ETH/USDT"]),
+    }
+    urls = {"coinbase": feeds["coinbase"].url(emu.coinbase_url), "binance": feeds["binance"].url(emu.binance_url)}
+    sinks = {name: _Collector() for name in feeds}
+    conns = {
+        name: connection.FeedConnection(
+            feed, sinks[name], ProducerMetrics(name, urls[name]),
+            connection.ConnectionConfig(url=urls[name], silence_timeout_s=silence_timeout_s, backoff_initial_s=0.1,
+                                        backoff_max_s=0.5))
+        for name, feed in feeds.items()
+    }
+    return conns, sinks
+
+
+def test_producers_get_exactly_what_the_emulator_counted_through_gaps_and_malformed_frames():
+    pytest.importorskip("producers.connection")
+
+    async def scenario():
+        async with Emulator(config()) as emu:
+            conns, sinks = _producer_connections(emu)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(c.run(stop)) for c in conns.values()]
+            await asyncio.sleep(1.5)
+            for exchange in ("coinbase", "binance"):
+                emu.skip_sequence(exchange, "ETH/USD", by=4)
+                emu.malformed(exchange, count=5, pair="BTC/USD")
+            emu.cross_book("binance", "BTC/USD", seconds=0.5)
+            await asyncio.sleep(2.5)
+            emu.silence("coinbase", 30)  # quiet the market, let the last frames land, then compare
+            emu.silence("binance", 30)
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.gather(*tasks)
+            return sinks, emu.counts()
+
+    sinks, counts = run(scenario())
+    for exchange, sink in sinks.items():
+        assert sink.counts() == counts["events"][exchange], exchange
+        assert len(sink.dead) == 5 == counts["malformed"][exchange]
+        states = sink.states()
+        assert "gap" in states and states.count("connected") == 1  # a gap is healed without reconnecting
+    coinbase_states = sinks["coinbase"].states()
+    assert "resynced" in coinbase_states[coinbase_states.index("gap"):]  # the book rebuilt from a fresh snapshot
+    assert any(q.is_crossed for q in sinks["binance"].events if q.type == "quote")
+
+
+def test_producers_reconnect_after_a_drop_a_stale_feed_and_a_server_shutdown():
+    pytest.importorskip("producers.connection")
+
+    async def scenario():
+        async with Emulator(config(shutdown_grace_s=0.5)) as emu:
+            conns, sinks = _producer_connections(emu, silence_timeout_s=1.0)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(c.run(stop)) for c in conns.values()]
+            await asyncio.sleep(1.0)
+            emu.drop("coinbase")
+            emu.server_shutdown()
+            await asyncio.sleep(1.5)
+            emu.silence("coinbase", 2.0)
+            await asyncio.sleep(3.5)
+            stop.set()
+            await asyncio.gather(*tasks)
+            return sinks
+
+    sinks = run(scenario())
+    coinbase_states, binance_states = sinks["coinbase"].states(), sinks["binance"].states()
+    assert coinbase_states.count("connected") == 3  # first, after the drop, after going stale
+    assert "stale" in coinbase_states
+    assert binance_states.count("connected") == 2  # first, after serverShutdown
+    last_quote = max(e.ts_recv_us for e in sinks["coinbase"].events if e.type == "quote")
+    last_status = max(s.ts_recv_us for s in sinks["coinbase"].statuses if s.state.value == "connected")
+    assert last_quote > last_status  # quotes flowed again after the last reconnect
