@@ -20,13 +20,20 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from arbitrage import spread
-from arbitrage.rules import BPS_PLACES, CLOSE_REASON_BY_STATE, MONEY_PLACES, RulesConfig, direction_fees
+from arbitrage.rules import (
+    BPS_PLACES,
+    CLOSE_REASON_BY_STATE,
+    DIRECTION_PREFIX,
+    MONEY_PLACES,
+    RulesConfig,
+    direction_fees,
+)
 from arbitrage.spread import BUY_COINBASE_SELL_BINANCE, DIRECTIONS
 
 WORK = pl.Decimal(38, 18)
 MONEY = pl.Decimal(30, 12)
 TS = pl.Datetime("us", "UTC")
-_PREFIX = {d: ("cb_bn_" if d == BUY_COINBASE_SELL_BINANCE else "bn_cb_") for d in DIRECTIONS}
+_PREFIX = DIRECTION_PREFIX
 _SIDES = ("bid", "bid_size", "ask", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLOSE_STATES = [str(s) for s in CLOSE_REASON_BY_STATE]

@@ -26,6 +26,7 @@ from arbitrage.rules import (
     CLOSE_REASON_BY_STATE,
     CLOSE_SPREAD,
     CLOSE_STALE,
+    DIRECTION_PREFIX,
     WIDE,
     RulesConfig,
     direction_fees,
@@ -206,7 +207,7 @@ def compare(pair: str, t_us: int, coinbase: _Side, binance: _Side, rules: RulesC
             buy_fee, sell_fee = direction_fees(direction, rules.fees)
             size = min(buy.ask_size, sell.bid_size)
             edge = spread.net_edge(buy.ask, sell.bid, buy_fee, sell_fee)
-            p = "cb_bn_" if direction == BUY_COINBASE_SELL_BINANCE else "bn_cb_"
+            p = DIRECTION_PREFIX[direction]
             values[p + "gross_bps"] = round_bps(spread.gross_bps(buy.ask, sell.bid))
             values[p + "net_bps"] = round_bps(spread.net_bps(buy.ask, sell.bid, buy_fee, sell_fee))
             values[p + "size"] = size
