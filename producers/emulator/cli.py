@@ -64,7 +64,8 @@ def register(subparsers) -> None:
     source.add_argument("--scenario", metavar="NAME|FILE",
                         help="a synthetic market: data/scenarios/NAME.json or a scenario file")
     parser.add_argument("--speed", type=_speed, default=1.0, metavar="X",
-                        help="replay pace multiplier (default 1 = recorded pace; 0 or max = as fast as possible)")
+                        help="replay pace multiplier (default 1 = recorded pace; 0 or max = as fast as possible); "
+                        "with --scenario, how fast the scenario's clock runs (windows, faults, duration)")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="ground-truth file (default: <data>/run/emulator-truth.json)")
     parser.add_argument("--duration", type=_positive, metavar="S",
@@ -104,19 +105,22 @@ def build_config(args: argparse.Namespace, settings: Settings):
             except CaptureError as exc:
                 raise ConfigError(str(exc)) from None
     run_dir = settings.run_dir
-    return EmulatorConfig(
-        host=args.host or settings.host,
-        coinbase_port=args.coinbase_port,
-        binance_port=args.binance_port,
-        control_port=None if args.no_control else args.control_port,
-        scenario=scenario,
-        replay=tuple(args.replay or ()),
-        speed=args.speed,
-        duration_s=args.duration,
-        truth_path=args.truth or (run_dir / "emulator-truth.json" if scenario else None),
-        metrics_path=run_dir / "metrics" / "emulator.json",
-        binance_ping_interval_s=args.ping_interval,
-    )
+    try:
+        return EmulatorConfig(
+            host=args.host or settings.host,
+            coinbase_port=args.coinbase_port,
+            binance_port=args.binance_port,
+            control_port=None if args.no_control else args.control_port,
+            scenario=scenario,
+            replay=tuple(args.replay or ()),
+            speed=args.speed,
+            duration_s=args.duration,
+            truth_path=args.truth or (run_dir / "emulator-truth.json" if scenario else None),
+            metrics_path=run_dir / "metrics" / "emulator.json",
+            binance_ping_interval_s=args.ping_interval,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

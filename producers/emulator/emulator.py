@@ -14,6 +14,7 @@ From the command line it is `arb emulate` (cli.py), with the same faults behind 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import math
@@ -52,7 +53,7 @@ class EmulatorConfig:
     control_port: int | None = None  # HTTP control endpoint; None: none, 0: a free port
     scenario: Scenario | None = None
     replay: tuple[Path, ...] = ()
-    speed: float = 1.0  # replay pace multiplier; 0 = as fast as possible
+    speed: float = 1.0  # replay pace multiplier (0 = as fast as possible); a scenario's clock multiplier (> 0)
     duration_s: float | None = None  # stop after this long (default: the scenario's, or when the replay ends)
     truth_path: Path | None = None
     metrics_path: Path | None = None
@@ -69,6 +70,8 @@ class EmulatorConfig:
             raise ValueError("give exactly one of scenario or replay")
         if self.speed < 0:
             raise ValueError("speed must be >= 0 (0: as fast as possible)")
+        if self.scenario is not None and self.speed == 0:
+            raise ValueError("a scenario runs on a clock: speed must be > 0 (0 / max is for --replay)")
         for name in ("coinbase_port", "binance_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name} must be a port number")
@@ -117,6 +120,7 @@ class Emulator:
         self.finished = asyncio.Event()  # the scenario's duration passed or the replay ended
         self._stopped = False
         self._replay_finished: set[str] = set()
+        self._scenario_speed = config.speed if self.scenario is not None else 1.0
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -127,7 +131,7 @@ class Emulator:
         self.started_us = now_us()
         scenario_name = self.scenario.name if self.scenario else "replay"
         self.truth = GroundTruth(scenario_name, self.scenario.seed if self.scenario else None, self.started_us,
-                                 self.instruments)
+                                 self.instruments, speed=self._scenario_speed)
         if self.model is not None:
             self._prime_market()
             for move in self.scenario.moves:
@@ -272,7 +276,7 @@ class Emulator:
             log_event(log, "fault", kind=fault.kind, exchange=fault.exchange, pair=fault.pair or "all", by=fault.by)
         elif fault.kind == FaultKind.CROSS_BOOK:
             self._need_model(fault)
-            self.model.cross(fault.exchange, fault.pair, self.elapsed() + fault.seconds)
+            self.model.cross(fault.exchange, fault.pair, self.scenario_time() + fault.seconds * self._scenario_speed)
             log_event(log, "fault", kind=fault.kind, exchange=fault.exchange, pair=fault.pair, seconds=fault.seconds)
         elif fault.kind == FaultKind.SERVER_SHUTDOWN:
             grace = fault.seconds or self.config.shutdown_grace_s
@@ -318,11 +322,12 @@ class Emulator:
         return self.inject(Fault(FaultKind.SERVER_SHUTDOWN, "binance", seconds=grace_s or 0.0))
 
     def crash(self, pair: str, pct: float = -3.0, seconds: float = 60.0, label: str = "runtime crash") -> dict:
-        """Move one pair's underlying by `pct` percent over `seconds` on both venues, starting now."""
+        """Move one pair's underlying by `pct` percent over `seconds` (wall clock) on both venues, starting now."""
         if self.model is None:
             raise FaultError("a crash needs a synthetic market (--scenario)")
         self._instruments_for(pair)
-        move = Move(pair=pair, start_s=self.elapsed(), duration_s=seconds, pct=pct, kind="crash", label=label)
+        move = Move(pair=pair, start_s=self.scenario_time(), duration_s=seconds * self._scenario_speed, pct=pct,
+                    kind="crash", label=label)
         self.model.add_move(move)
         self.truth.record_move(move)
         log_event(log, "crash", pair=pair, pct=pct, seconds=seconds)
@@ -354,6 +359,8 @@ class Emulator:
         return asyncio.get_running_loop().time() < self._silenced_until[exchange]
 
     async def _market_loop(self) -> None:
+        """Advance the model every tick and publish what is due. Quote and trade rates are per wall-clock second;
+        the scenario's own clock (windows, faults, moves, duration) runs `speed` times faster."""
         cfg, model, scenario, truth = self.config, self.model, self.scenario, self.truth
         loop = asyncio.get_running_loop()
         rng = random.Random(scenario.seed + 1)
@@ -364,20 +371,20 @@ class Emulator:
         pending_faults = list(scenario.faults)
         pending_windows = sorted(scenario.windows, key=lambda w: w.start_s)
         windows = {w.id: w for w in scenario.windows}
-        duration = cfg.duration_s or scenario.duration_s
         next_heartbeat = 0.0
-        last_t = 0.0
+        last_wall = 0.0
         while True:
             await asyncio.sleep(cfg.tick_s)
-            t = loop.time() - self._t0
-            dt = t - last_t
-            last_t = t
+            wall = loop.time() - self._t0
+            dt = wall - last_wall
+            last_wall = wall
+            t = self.scenario_time()
             ts = now_us()
             model.advance(t)
             while pending_faults and pending_faults[0].at_s <= t:
                 fault = pending_faults.pop(0)
                 try:
-                    self.inject(fault, source="scenario")
+                    self.inject(self._in_wall_seconds(fault), source="scenario")
                 except FaultError as exc:
                     log_event(log, "fault_failed", logging.WARNING, kind=fault.kind, reason=str(exc))
             while pending_windows and pending_windows[0].start_s <= t:
@@ -386,8 +393,7 @@ class Emulator:
                 log_event(log, "window_injected", id=window.id, pair=window.pair, direction=window.direction,
                           gross_bps=window.gross_bps, duration_s=window.duration_s, size=window.size)
             for exchange in EXCHANGES:
-                if self._silenced(exchange):
-                    continue
+                silenced = self._silenced(exchange)
                 venue = scenario.venues[exchange]
                 for inst in self.instruments:
                     key = (exchange, inst.name)
@@ -396,22 +402,34 @@ class Emulator:
                     due_quotes[key] -= n
                     # Past a few ticks' worth the market is behind (CPU-bound): skip updates rather than burst them.
                     n = min(n, max(1, math.ceil(venue.quotes_per_s * cfg.tick_s * 4)))
-                    for _ in range(n):
+                    for _ in range(0 if silenced else n):
                         self._publish_quote(exchange, inst, ts, windows)
-                    while next_trade[key] <= t:
+                    while next_trade[key] <= wall:
                         next_trade[key] += rng.expovariate(venue.trades_per_s)
+                        if silenced:
+                            continue  # a silent venue's trades are not sent later in a burst
                         trade = model.trade(self._last_top[key], inst.lot(exchange))
                         if exchange == "coinbase":
                             self.coinbase.publish_trade(inst.coinbase_id, trade, ts)
                         else:
                             self.binance.publish_trade(inst.binance_id, trade, ts)
-            if t >= next_heartbeat:
-                next_heartbeat = t + cfg.heartbeat_interval_s
+            if wall >= next_heartbeat:
+                next_heartbeat = wall + cfg.heartbeat_interval_s
                 if not self._silenced("coinbase"):
                     self.coinbase.publish_heartbeats(ts)
-            if duration is not None and t >= duration and not self.finished.is_set():
-                log_event(log, "scenario_finished", scenario=scenario.name, elapsed_s=round(t, 3))
+            if scenario.duration_s is not None and t >= scenario.duration_s and not self.finished.is_set():
+                log_event(log, "scenario_finished", scenario=scenario.name, elapsed_s=round(wall, 3))
                 self.finished.set()
+
+    def scenario_time(self) -> float:
+        """Seconds on the scenario's clock (wall-clock seconds times `speed`)."""
+        return self.elapsed() * self._scenario_speed
+
+    def _in_wall_seconds(self, fault: Fault) -> Fault:
+        """A scenario fault's durations are on the scenario clock; injected faults last wall-clock seconds."""
+        if self._scenario_speed == 1.0 or not fault.seconds:
+            return fault
+        return dataclasses.replace(fault, seconds=fault.seconds / self._scenario_speed)
 
     def _publish_quote(self, exchange: str, inst: Instrument, ts: int, windows: dict) -> None:
         top = self.model.quote(exchange, inst.name)

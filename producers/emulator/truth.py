@@ -1,6 +1,6 @@
 """The ground truth file: what the emulator injected, so later stages can be checked against it.
 
-    {"v": 1, "scenario": "windows", "seed": 7, "started_us": 1763771200000000, "started_iso": "...Z",
+    {"v": 1, "scenario": "windows", "seed": 7, "speed": 1.0, "started_us": 1763771200000000, "started_iso": "...Z",
      "updated_us": ..., "ended_us": null, "fees": {"coinbase": "0.006", "binance": "0.001"},
      "break_even_gross_bps": {"buy_coinbase_sell_binance": "70.07...", "buy_binance_sell_coinbase": "70.42..."},
      "pairs": [{"name": "BTC/USD", "coinbase": "BTC-USD", "binance": "BTCUSDT", "binance_rate": "1.0"}],
@@ -15,7 +15,7 @@
      "moves": [...same shape as crashes...]}
 
 A window's `start_us` is when both venues' latest published quotes first showed it, `end_us` when either stopped
-showing it (null while open); `planned_*` are the scheduled times. Prices `buy_ask` / `sell_bid` are in the pair's
+showing it (null while open); `planned_*` are the scheduled times (scenario offsets / `speed`, from `started_us`). Prices `buy_ask` / `sell_bid` are in the pair's
 quote currency; gross and net come from `arbitrage.spread` with default taker fees (`fees`).
 """
 
@@ -54,13 +54,15 @@ class GroundTruth:
     """Collects injected windows (planned and as observed on the wire), faults and moves; `write()` saves them."""
 
     def __init__(self, scenario: str, seed: int | None, started_us: int, instruments: tuple[Instrument, ...],
-                 fees: FeeSchedule = FeeSchedule()) -> None:
+                 fees: FeeSchedule = FeeSchedule(), speed: float = 1.0) -> None:
         self.started_us = started_us
+        self.speed = speed  # scenario seconds per wall-clock second
         self.fees = fees
         self._head: dict[str, Any] = {
             "v": 1,
             "scenario": scenario,
             "seed": seed,
+            "speed": speed,
             "started_us": started_us,
             "started_iso": iso_us(started_us),
             "fees": {"coinbase": str(fees.coinbase), "binance": str(fees.binance)},
@@ -83,7 +85,8 @@ class GroundTruth:
         self.changed = True
 
     def _at(self, offset_s: float) -> int:
-        return self.started_us + round(offset_s * 1_000_000)
+        """Wall-clock microseconds of a scenario offset."""
+        return self.started_us + round(offset_s / self.speed * 1_000_000)
 
     def plan_window(self, window: Window) -> dict[str, Any]:
         record = self.windows.get(window.id)

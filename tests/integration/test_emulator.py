@@ -761,3 +761,24 @@ def test_producers_reconnect_after_a_drop_a_stale_feed_and_a_server_shutdown():
     last_quote = max(e.ts_recv_us for e in sinks["coinbase"].events if e.type == "quote")
     last_status = max(s.ts_recv_us for s in sinks["coinbase"].statuses if s.state.value == "connected")
     assert last_quote > last_status  # quotes flowed again after the last reconnect
+
+
+def test_speed_runs_a_scenarios_clock_faster_windows_faults_and_duration_included(tmp_path):
+    window = {"id": "w1", "pair": "ETH/USD", "direction": "buy_coinbase_sell_binance", "start_s": 2.0,
+              "duration_s": 2.0, "gross_bps": "90", "size": "1"}
+    fault = {"at_s": 5.0, "kind": "silence", "exchange": "binance", "seconds": 2.0}
+    spec = fast_market(windows=[window], faults=[fault], duration_s=8)
+
+    async def scenario():
+        async with Emulator(config(spec, speed=4.0)) as emu:
+            started = time.monotonic()
+            await emu.wait()
+            return time.monotonic() - started, emu.ground_truth()
+
+    elapsed, truth = run(scenario())
+    assert 1.9 < elapsed < 2.6  # 8 scenario seconds at 4x
+    [record] = truth["windows"]
+    assert record["planned_start_us"] - truth["started_us"] == 500_000
+    assert 400 <= record["duration_ms"] <= 650
+    [silence] = truth["faults"]
+    assert silence["end_us"] - silence["start_us"] == 500_000 and silence["seconds"] == 0.5
