@@ -34,6 +34,31 @@ def write_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partition_
      .partitionBy(*partition_by).save(path))
 
 
+def is_local(path: str) -> bool:
+    """A plain filesystem path (or file: URI), which delta-rs can write without Hadoop."""
+    return "://" not in path or path.startswith("file://")
+
+
+def append_arrow(table: Any, path: str, app_id: str, version: int, partition_by: list[str]) -> bool:
+    """Append an Arrow table with delta-rs, once per (app_id, version) like `write_delta`; False if already there.
+
+    The hot path's Delta commits go through delta-rs from the driver: ~50 ms instead of the 1-3 s a Spark Delta
+    write costs on a loaded 2-core machine (docs/BENCHMARKS.md). Same Delta protocol, read by Spark as usual.
+    """
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        done = DeltaTable(path).transaction_version(app_id)
+    except TableNotFoundError:
+        done = None
+    if done is not None and done >= version:
+        return False
+    write_deltalake(path, table, partition_by=partition_by, mode="append",
+                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]))
+    return True
+
+
 class QueryId:
     """The query's id, known only once `start()` returns; the first batch may run before that."""
 
@@ -177,23 +202,53 @@ class HotPathSink:
         self.query_id = query_id
         self.alerts = alerts
         self.on_alerts = on_alerts
+        self.last_timings: dict[str, int] = {}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        timings: dict[str, int] = {}
+        clock = time.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.monotonic()
+            timings[name] = int((now - clock) * 1000)
+            clock = now
+
         batch.persist()
         try:
-            events = [r.asDict() for r in batch.where(F.col("kind") == "window").collect()]
+            windows = hotpath.windows_table(batch).toArrow()
+            events = [row for row in _raw_events(batch)] if windows.num_rows else []
+            lap("process_ms")
             if events:
                 lines = self.alerts.emit(events)
                 if lines:
                     log_event(log, "alerts", batch_id=batch_id, count=len(lines))
                     if self.on_alerts is not None:
                         self.on_alerts(lines)
+            lap("alerts_ms")
             qid = self.query_id.get()
-            spreads = hotpath.spreads_table(batch)
-            if spreads.count():  # an empty Delta commit still costs a log write per batch
-                write_delta(spreads, self.config.table("silver/spreads"), f"{qid}/spreads", batch_id)
-            if events:
-                write_delta(hotpath.windows_table(batch), self.config.table("gold/arb_windows"), f"{qid}/windows",
-                            batch_id)
+            spreads_frame = hotpath.spreads_table(batch)
+            spreads_path = self.config.table("silver/spreads")
+            windows_path = self.config.table("gold/arb_windows")
+            if is_local(spreads_path) and is_local(windows_path):
+                spreads = spreads_frame.toArrow()
+                if spreads.num_rows:
+                    append_arrow(spreads, spreads_path, f"{qid}/spreads", batch_id, ["date"])
+                lap("spreads_ms")
+                if windows.num_rows:
+                    append_arrow(windows, windows_path, f"{qid}/windows", batch_id, ["date"])
+            else:
+                write_delta(spreads_frame, spreads_path, f"{qid}/spreads", batch_id)
+                lap("spreads_ms")
+                if windows.num_rows:
+                    write_delta(hotpath.windows_table(batch), windows_path, f"{qid}/windows", batch_id)
+            lap("windows_ms")
         finally:
             batch.unpersist()
+        self.last_timings = timings
+        log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **timings)
+
+
+def _raw_events(batch: DataFrame) -> list[dict]:
+    """The processor's window rows as dicts (times in µs), for the alert lines."""
+    return [r.asDict() for r in batch.where(F.col("kind") == "window").collect()]

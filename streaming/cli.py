@@ -1,0 +1,96 @@
+"""`arb stream bronze|silver|spreads|gold|all [--available-now] [--master URL]`.
+
+`spreads` and `gold` both run the hot-path query (spreads, windows and alerts come out of one operator, see
+streaming/hotpath.py); `all` runs bronze, silver and the hot path side by side in one Spark application.
+Long-running by default; `--available-now` processes what Kafka holds and exits. A restart resumes from the
+checkpoints under `data/checkpoints/<job>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from typing import Any
+
+from arb.settings import Settings
+
+TARGETS = {
+    "bronze": ("bronze",),
+    "silver": ("silver",),
+    "spreads": ("hotpath",),
+    "gold": ("hotpath",),
+    "all": ("bronze", "silver", "hotpath"),
+}
+
+log = logging.getLogger("streaming")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "stream", help="Spark Structured Streaming jobs: Kafka -> bronze / silver / spreads / gold (Delta) + alerts",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument("job", choices=sorted(TARGETS), help="which job(s) to run")
+    parser.add_argument("--available-now", action="store_true",
+                        help="process what Kafka holds now, then exit (catch-up, tests)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master URL (default: ARB_SPARK_MASTER or local[*])")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from arb.logs import log_event, setup_logging
+
+    setup_logging(args.log_level)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+    from streaming import jobs
+    from streaming.config import from_settings
+    from streaming.metrics import DetectionLatency, MetricsListener
+    from streaming.session import create_session
+
+    config = from_settings(settings)
+    if args.master:
+        config = config.replace(spark=dataclasses.replace(config.spark, master=args.master))
+    spark = create_session(config.spark)
+    detection = DetectionLatency()
+    spark.streams.addListener(MetricsListener(config.metrics_dir, detection))
+
+    queries = []
+    for job in TARGETS[args.job]:
+        kwargs: dict[str, Any] = {}
+        if job == "hotpath":
+            kwargs = {"on_alerts": detection.on_alerts, "kafka_client": settings.kafka.client_config()}
+        queries.append(jobs.start(spark, config, job, available_now=args.available_now, **kwargs))
+        log_event(log, "query_started", job=job, checkpoint=config.checkpoint(job), lake=config.lake,
+                  available_now=args.available_now, master=config.spark.master)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log_event(log, "stopping", signal=signum)
+        for query in queries:
+            query.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if args.available_now:
+            for query in queries:
+                query.awaitTermination()
+        else:
+            spark.streams.awaitAnyTermination()
+    except KeyboardInterrupt:
+        stop(signal.SIGINT, None)
+    failed = [q for q in queries if q.exception() is not None]
+    for query in failed:
+        log_event(log, "query_failed", level=logging.ERROR, job=query.name, error=str(query.exception())[:2000])
+    for query in queries:
+        if query.isActive:
+            query.stop()
+    spark.stop()
+    if failed:
+        print(f"arb stream: {len(failed)} query failed: {failed[0].name}", file=sys.stderr)
+        return 1
+    return 0
