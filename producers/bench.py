@@ -47,6 +47,8 @@ def register_bench(subparsers) -> None:
                         help="seconds per measurement (default 10)")
     parser.add_argument("--exchange", choices=EXCHANGES, action="append", default=None,
                         help="only this exchange (repeatable; default both)")
+    parser.add_argument("--linger-ms", type=float, default=None, metavar="MS",
+                        help="override the producer's linger.ms (default: the producer's own, see kafka_sink.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run_bench)
 
@@ -149,7 +151,7 @@ class FrameSource:
         return f'{{"type":"l2update","product_id":"{venue}","changes":[{changes}],"time":"{self._iso()}"}}'
 
 
-def throughput(exchange: str, settings: Settings, duration_s: float) -> dict:
+def throughput(exchange: str, settings: Settings, duration_s: float, overrides: dict | None = None) -> dict:
     """Frames/s through parse + publish (+ the final flush), single thread, as fast as it goes."""
     from producers.kafka_sink import KafkaSink
     from producers.metrics import ProducerMetrics
@@ -158,12 +160,17 @@ def throughput(exchange: str, settings: Settings, duration_s: float) -> dict:
     symbol_map = load_markets(exchange, None, offline_default=True)
     feed = make_feed(exchange, symbol_map, symbols)
     metrics = ProducerMetrics(exchange)
-    sink = KafkaSink(settings.kafka, exchange, metrics)
+    sink = KafkaSink(settings.kafka, exchange, metrics, overrides=overrides)
     source = FrameSource(exchange, [symbol_map.to_venue(s) for s in symbols])
     parse, publish, clock = feed.parse, sink.publish, time.time_ns
     frames = invalid = 0
     busy = 0.0
-    pending = source.snapshots()
+    # Warm-up, not timed: the first frames make the client fetch metadata and its idempotent producer id.
+    for frame in source.snapshots() + source.chunk(2_000):
+        publish(parse(frame, clock() // 1000))
+    sink.flush(30)
+    metrics.quotes = metrics.trades = 0
+    pending: list[str] = []
     while busy < duration_s:
         chunk = pending + source.chunk(20_000)  # generated outside the timed section
         pending = []
@@ -197,22 +204,27 @@ def throughput(exchange: str, settings: Settings, duration_s: float) -> dict:
 # -- the emulator in a child process ---------------------------------------------------------------------------------
 
 
-def _emulator_child(conn, rate: float, exchange: str) -> None:
-    """Run the emulator's `bench` market at about `rate` frames/s on `exchange` (the other venue nearly idle) until
-    the parent says stop."""
+def _emulator_child(conn, mode: str, rate: float, exchange: str, capture: str | None) -> None:
+    """Run the emulator until the parent says stop: mode "market": the `bench` market at about `rate` frames/s on
+    `exchange` (the other venue nearly idle); mode "replay": `capture` as fast as possible."""
+    from pathlib import Path
+
     from producers.emulator.emulator import Emulator, EmulatorConfig
     from producers.emulator.scenario import load_scenario
 
-    scenario = load_scenario("bench")
-    symbols = len(scenario.pairs)
-    venues = dict(scenario.venues)
-    for venue in venues:
-        # frames per exchange = symbols * (quotes_per_s + trades_per_s), 5 % trades
-        share = rate if venue == exchange else 3.0
-        venues[venue] = dataclasses.replace(venues[venue], quotes_per_s=share * 0.95 / symbols,
-                                            trades_per_s=share * 0.05 / symbols)
-    scenario = dataclasses.replace(scenario, venues=venues)
-    config = EmulatorConfig(coinbase_port=0, binance_port=0, scenario=scenario, tick_s=0.005)
+    if mode == "replay":
+        config = EmulatorConfig(coinbase_port=0, binance_port=0, replay=(Path(capture),), speed=0.0)
+    else:
+        scenario = load_scenario("bench")
+        symbols = len(scenario.pairs)
+        venues = dict(scenario.venues)
+        for venue in venues:
+            # frames per exchange = symbols * (quotes_per_s + trades_per_s), 5 % trades
+            share = rate if venue == exchange else 3.0
+            venues[venue] = dataclasses.replace(venues[venue], quotes_per_s=share * 0.95 / symbols,
+                                                trades_per_s=share * 0.05 / symbols)
+        scenario = dataclasses.replace(scenario, venues=venues)
+        config = EmulatorConfig(coinbase_port=0, binance_port=0, scenario=scenario, tick_s=0.005)
 
     async def main() -> None:
         emu = await Emulator(config).start()
@@ -224,11 +236,66 @@ def _emulator_child(conn, rate: float, exchange: str) -> None:
     asyncio.run(main())
 
 
-def latency(exchange: str, url: str, settings: Settings, duration_s: float) -> dict:
+def over_websocket(exchange: str, settings: Settings, frames: int, overrides: dict | None = None) -> dict:
+    """The whole producer (WebSocket read + parse + publish) fed by the emulator replaying synthetic frames as fast
+    as it can send them; a lower bound, since the emulator shares the 2 cores."""
+    import tempfile
+    from pathlib import Path
+
+    from producers.service import Producer, ProducerSpec
+
+    symbol_map = load_markets(exchange, None, offline_default=True)
+    symbols = default_symbols(exchange)
+    source = FrameSource(exchange, [symbol_map.to_venue(s) for s in symbols], seed=11)
+    with tempfile.TemporaryDirectory() as tmp:
+        capture = Path(tmp) / f"{exchange}-bench.jsonl"
+        with capture.open("w") as out:
+            for raw in source.snapshots() + source.chunk(frames):
+                out.write(json.dumps({"recv_ts": 0.0, "raw": raw}) + "\n")
+        total = frames + len(source.snapshots() if exchange == "coinbase" else [])
+        emulator, parent = _start_emulator("replay", 0.0, exchange, str(capture))
+        try:
+            url = parent.recv()[exchange]
+            spec = ProducerSpec(exchange=exchange, symbols=symbols, url=url, write_metrics=False,
+                                silence_timeout_s=30, kafka_overrides=overrides or {})
+            producer = Producer(spec, settings)
+            marks: dict[str, float] = {}
+
+            async def main() -> None:
+                stop = asyncio.Event()
+                task = asyncio.create_task(producer.run(stop))
+                deadline = time.monotonic() + 120
+                last, last_change = 0, time.monotonic()
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+                    seen = producer.metrics.frames
+                    if seen and "first" not in marks:
+                        marks["first"] = time.monotonic()
+                    if seen != last:
+                        last, last_change = seen, time.monotonic()
+                    if seen >= total + 1 or (seen and time.monotonic() - last_change > 3):
+                        break
+                marks["last"] = last_change
+                stop.set()
+                await task
+
+            asyncio.run(main())
+            started = time.perf_counter()
+            undelivered = producer.close(timeout_s=60)
+            flush_s = time.perf_counter() - started
+        finally:
+            _stop_emulator(emulator, parent)
+    received = producer.metrics.frames
+    elapsed = marks["last"] - marks["first"] + flush_s
+    return {"frames": received, "frames_per_s": round(received / elapsed), "undelivered": undelivered,
+            "invalid": producer.metrics.invalid}
+
+
+def latency(exchange: str, url: str, settings: Settings, duration_s: float, overrides: dict | None = None) -> dict:
     from producers.service import Producer, ProducerSpec
 
     spec = ProducerSpec(exchange=exchange, symbols=default_symbols(exchange), url=url, record_latency=True,
-                        write_metrics=False, silence_timeout_s=30)
+                        write_metrics=False, silence_timeout_s=30, kafka_overrides=overrides or {})
     producer = Producer(spec, settings)
     window: dict[str, float] = {}
 
@@ -292,9 +359,13 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     setup_logging("WARNING")
     logging.getLogger("producers.kafka.librdkafka").setLevel(logging.CRITICAL)
     exchanges = args.exchange or list(EXCHANGES)
+    overrides = {} if args.linger_ms is None else {"linger.ms": args.linger_ms}
     bench_topics = Topics(prefix=f"{settings.kafka.topics.prefix}bench.")
     settings = dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, topics=bench_topics))
-    result: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rate": args.rate,
+    from producers.kafka_sink import DEFAULT_PRODUCER_CONFIG
+
+    linger = args.linger_ms if args.linger_ms is not None else DEFAULT_PRODUCER_CONFIG["linger.ms"]
+    result: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rate": args.rate, "linger_ms": linger,
                     "duration_s": args.duration, "cpus": _cpus(), "producers": {e: {} for e in exchanges},
                     # the machine is shared: the 1-minute load average says how busy it was around the run
                     "loadavg_1m_start": round(os.getloadavg()[0], 2)}
@@ -305,12 +376,16 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         ensure_topics(settings)
         for exchange in exchanges:  # throughput first, with no emulator taking CPU
             _say(args, f"{exchange}: throughput, as fast as it goes ({args.duration:g} s) ...")
-            result["producers"][exchange]["throughput"] = throughput(exchange, settings, args.duration)
+            result["producers"][exchange]["throughput"] = throughput(exchange, settings, args.duration, overrides)
+        for exchange in exchanges:
+            _say(args, f"{exchange}: over WebSocket from the emulator, as fast as it sends ...")
+            result["producers"][exchange]["websocket"] = over_websocket(
+                exchange, settings, max(50_000, int(args.duration * 15_000)), overrides)
         for exchange in exchanges:
             _say(args, f"{exchange}: receive->ack latency at {args.rate:g} frames/s ({args.duration:g} s) ...")
-            emulator, parent = _start_emulator(args.rate, exchange)
+            emulator, parent = _start_emulator("market", args.rate, exchange)
             url = parent.recv()[exchange]
-            result["producers"][exchange]["latency"] = latency(exchange, url, settings, args.duration)
+            result["producers"][exchange]["latency"] = latency(exchange, url, settings, args.duration, overrides)
             _stop_emulator(emulator, parent)
             emulator = None
     finally:
@@ -330,11 +405,12 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _start_emulator(rate: float, exchange: str):
+def _start_emulator(mode: str, rate: float, exchange: str, capture: str | None = None):
     # spawn, not fork: the child must not inherit this process's Kafka client threads
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    emulator = ctx.Process(target=_emulator_child, args=(child, rate, exchange), name="bench-emulator", daemon=True)
+    emulator = ctx.Process(target=_emulator_child, args=(child, mode, rate, exchange, capture), name="bench-emulator",
+                           daemon=True)
     emulator.start()
     if not parent.poll(60):
         emulator.terminate()
@@ -364,10 +440,11 @@ def _cpus() -> int:
 def _table(result: dict) -> str:
     lines = [f"ingest benchmark {result['date']} ({result['cpus']} CPUs, load average {result['loadavg_1m_start']} -> "
              f"{result['loadavg_1m_end']}), latency at {result['rate']:g} frames/s",
-             f"{'exchange':<10}{'frames/s':>12}{'events/s':>12}{'recv fr/s':>12}{'ack p50 ms':>12}{'ack p99 ms':>12}"]
+             f"{'exchange':<10}{'frames/s':>12}{'events/s':>12}{'ws fr/s':>12}{'recv fr/s':>12}{'ack p50 ms':>12}"
+             f"{'ack p99 ms':>12}"]
     for exchange, p in result["producers"].items():
-        t, lat = p["throughput"], p["latency"]
-        lines.append(f"{exchange:<10}{t['frames_per_s']:>12,}{t['events_per_s']:>12,}"
+        t, ws, lat = p["throughput"], p["websocket"], p["latency"]
+        lines.append(f"{exchange:<10}{t['frames_per_s']:>12,}{t['events_per_s']:>12,}{ws['frames_per_s']:>12,}"
                      f"{lat['frames_per_s_received']:>12,.0f}{lat['ack_p50_ms']!s:>12}{lat['ack_p99_ms']!s:>12}")
     lines.append(f"summary: frames_per_s (slowest producer) {result['frames_per_s']:,}, "
                  f"ack p50 {result['ack_p50_ms']} ms, ack p99 {result['ack_p99_ms']} ms (worst producer)")
