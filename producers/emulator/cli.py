@@ -53,8 +53,10 @@ def register(subparsers) -> None:
         "captures (--replay). Faults on demand through the HTTP control endpoint (POST /fault).",
     )
     parser.add_argument("--host", help="address to bind (default: ARB_HOST or 127.0.0.1)")
-    parser.add_argument("--coinbase-port", type=_port, default=8701, metavar="N", help="Coinbase feed port (default 8701; 0: free)")
-    parser.add_argument("--binance-port", type=_port, default=8702, metavar="N", help="Binance stream port (default 8702; 0: free)")
+    parser.add_argument("--coinbase-port", type=_port, default=8701, metavar="N",
+                        help="Coinbase feed port (default 8701; 0: free)")
+    parser.add_argument("--binance-port", type=_port, default=8702, metavar="N",
+                        help="Binance stream port (default 8702; 0: free)")
     parser.add_argument("--control-port", type=_port, default=8703, metavar="N",
                         help="HTTP control endpoint port (default 8703; 0: free)")
     parser.add_argument("--no-control", action="store_true", help="run without the HTTP control endpoint")

@@ -137,10 +137,11 @@ class Emulator:
             for move in self.scenario.moves:
                 self.truth.record_move(move)
         self._servers["coinbase"] = await serve(
-            self.coinbase.handle, cfg.host, cfg.coinbase_port, ping_interval=None, compression=None)
+            self.coinbase.handle, cfg.host, cfg.coinbase_port, ping_interval=None, compression=None, close_timeout=2)
         self._servers["binance"] = await serve(
             self.binance.handle, cfg.host, cfg.binance_port, process_request=self.binance.process_request,
-            ping_interval=cfg.binance_ping_interval_s, ping_timeout=cfg.binance_ping_timeout_s, compression=None)
+            ping_interval=cfg.binance_ping_interval_s, ping_timeout=cfg.binance_ping_timeout_s, compression=None,
+            close_timeout=2)
         if cfg.control_port is not None:
             self._control = ControlServer(self)
             await self._control.start(cfg.host, cfg.control_port)

@@ -5,7 +5,7 @@ HTTP control endpoint receives it (`POST /fault` with the JSON below).
 
     {"kind": "silence", "exchange": "binance", "seconds": 8}
     {"kind": "drop", "exchange": "coinbase"}                   close every connection abruptly (no close frame)
-    {"kind": "malformed", "exchange": "binance", "count": 5}   bad JSON, unknown type, bad/negative price, unknown symbol
+    {"kind": "malformed", "exchange": "binance", "count": 5}  bad JSON, unknown type, bad/negative price, unknown symbol
     {"kind": "skip_sequence", "exchange": "coinbase", "pair": "BTC/USD", "by": 10}
     {"kind": "cross_book", "exchange": "binance", "pair": "ETH/USD", "seconds": 2}
     {"kind": "server_shutdown", "exchange": "binance", "seconds": 1}   serverShutdown event, close after `seconds`
@@ -95,7 +95,8 @@ def parse_fault(data: dict[str, Any]) -> Fault:
     try:
         kind = FaultKind(data.get("kind"))
     except ValueError:
-        raise FaultError(f"fault kind must be one of {[k.value for k in FaultKind]}, got {data.get('kind')!r}") from None
+        kinds = [k.value for k in FaultKind]
+        raise FaultError(f"fault kind must be one of {kinds}, got {data.get('kind')!r}") from None
     try:
         variant = MalformedKind(data["variant"]) if data.get("variant") not in (None, "all") else None
         return Fault(

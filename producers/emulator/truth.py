@@ -15,8 +15,9 @@
      "moves": [...same shape as crashes...]}
 
 A window's `start_us` is when both venues' latest published quotes first showed it, `end_us` when either stopped
-showing it (null while open); `planned_*` are the scheduled times (scenario offsets / `speed`, from `started_us`). Prices `buy_ask` / `sell_bid` are in the pair's
-quote currency; gross and net come from `arbitrage.spread` with default taker fees (`fees`).
+showing it (null while open); `planned_*` are the scheduled times (scenario offsets / `speed`, from `started_us`).
+Prices `buy_ask` / `sell_bid` are in the pair's quote currency; gross and net come from `arbitrage.spread` with
+default taker fees (`fees`). The emulator rewrites the file (atomically) within a second of every change.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import datetime as dt
 import json
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,10 @@ def now_us() -> int:
 def iso_us(us: int) -> str:
     """`1618677810244075` -> `2021-04-17T16:43:30.244075Z` (Coinbase's time format)."""
     return dt.datetime.fromtimestamp(us / 1_000_000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _bps(value: Decimal) -> str:
+    return str(round(value, 4))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -67,8 +73,8 @@ class GroundTruth:
             "started_iso": iso_us(started_us),
             "fees": {"coinbase": str(fees.coinbase), "binance": str(fees.binance)},
             "break_even_gross_bps": {
-                spread.BUY_COINBASE_SELL_BINANCE: str(round(spread.break_even_gross_bps(fees.coinbase, fees.binance), 4)),
-                spread.BUY_BINANCE_SELL_COINBASE: str(round(spread.break_even_gross_bps(fees.binance, fees.coinbase), 4)),
+                spread.BUY_COINBASE_SELL_BINANCE: _bps(spread.break_even_gross_bps(fees.coinbase, fees.binance)),
+                spread.BUY_BINANCE_SELL_COINBASE: _bps(spread.break_even_gross_bps(fees.binance, fees.coinbase)),
             },
             "pairs": [
                 {"name": i.name, "coinbase": i.coinbase_id, "binance": i.binance_id,

@@ -53,7 +53,7 @@ class Client:
     """One connection: frames are queued here and written by the connection's own task, so a slow reader never
     holds up the market (real exchanges drop such readers too: past `max_queue` frames the connection is closed)."""
 
-    def __init__(self, ws: ServerConnection, exchange: str, counters: Counters, max_queue: int = 200_000) -> None:
+    def __init__(self, ws: ServerConnection, exchange: str, counters: Counters, max_queue: int = 50_000) -> None:
         self.ws = ws
         self.exchange = exchange
         self.counters = counters

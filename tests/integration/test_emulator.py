@@ -73,6 +73,17 @@ async def collect(ws, seconds: float) -> list[str]:
     return frames
 
 
+async def collect_n(ws, n: int, timeout: float) -> list[str]:
+    """The next `n` frames (fewer if `timeout` passes first)."""
+    frames, deadline = [], time.monotonic() + timeout
+    while len(frames) < n and (left := deadline - time.monotonic()) > 0:
+        try:
+            frames.append(await asyncio.wait_for(ws.recv(), left))
+        except TimeoutError:
+            break
+    return frames
+
+
 async def drain(ws) -> None:
     """Throw away what the client has already buffered."""
     while True:
@@ -487,8 +498,10 @@ def test_replay_sends_exactly_the_recorded_frames_to_each_exchange():
             async with connect(emu.coinbase_url, max_size=None) as cb, \
                     connect(f"{emu.binance_url}/stream?streams=nknusdt@bookTicker") as bn:
                 await cb.send(json.dumps({"type": "subscribe", "product_ids": ["BAND-GBP"], "channels": ["level2"]}))
-                cb_frames, bn_frames = await asyncio.gather(collect(cb, 4), collect(bn, 4))
-            assert emu.replay_done.is_set()
+                cb_frames, bn_frames = await asyncio.gather(collect_n(cb, len(cb_expected), 20),
+                                                            collect_n(bn, len(bn_expected), 20))
+                await emu.replay_done.wait()
+                assert not await collect(cb, 0.2) and not await collect(bn, 0.2)  # nothing beyond the captures
             counts = emu.counts()
         return cb_frames, bn_frames, counts
 
