@@ -15,7 +15,8 @@ Combined streams wrap every payload as `{"stream": "<symbol>@<channel>", "data":
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from decimal import Decimal
+from typing import ClassVar, NamedTuple
 
 import orjson
 
@@ -29,10 +30,10 @@ class BnBookTicker(NamedTuple):
     #   u = order-book update id, s = symbol, b = best bid price, B = best bid qty, a = best ask price, A = best ask qty
     update_id: int
     symbol: str
-    bid: Any  # Decimal
-    bid_size: Any
-    ask: Any
-    ask_size: Any
+    bid: Decimal
+    bid_size: Decimal
+    ask: Decimal
+    ask_size: Decimal
 
 
 class BnTrade(NamedTuple):
@@ -40,8 +41,8 @@ class BnTrade(NamedTuple):
     # both:     s = symbol, p = price, q = quantity, T = trade time (ms), m = buyer is maker
     trade_id: int
     symbol: str
-    price: Any
-    size: Any
+    price: Decimal
+    size: Decimal
     trade_time_us: int
     buyer_is_maker: bool
 
@@ -130,7 +131,7 @@ class Binance(Feed):
             if channel.partition("@")[0].partition("_")[0] in self.quiet_channels:
                 return []  # depth@100ms, kline_1m, ...
             if data.get("e") == "serverShutdown":
-                return self._server_shutdown(recv_ts_us)
+                return self._server_shutdown()
             raise BadFrame(f"unknown stream {stream!r}")
         try:
             return handler(data, recv_ts_us)
@@ -143,12 +144,12 @@ class Binance(Feed):
             return []  # reply to a SUBSCRIBE / LIST_SUBSCRIPTIONS request
         event = msg.get("event") if isinstance(msg.get("event"), dict) else msg
         if event.get("e") == "serverShutdown":
-            return self._server_shutdown(None)
+            return self._server_shutdown()
         if "code" in msg and "msg" in msg:
             raise BadFrame(f"exchange error {msg['code']}: {msg['msg']!r}")
         raise BadFrame("not a combined-stream message")
 
-    def _server_shutdown(self, recv_ts_us: int | None) -> list[Event]:
+    def _server_shutdown(self) -> list[Event]:
         # Binance will close the connection shortly: reconnect now, on our terms.
         self._request_reconnect("serverShutdown")
         return []

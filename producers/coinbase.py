@@ -51,8 +51,8 @@ class CbMatch(NamedTuple):
     product_id: str
     trade_id: int
     maker_side: str  # "buy" | "sell": the resting order's side
-    price: Any
-    size: Any
+    price: Decimal
+    size: Decimal
     sequence: int
     time_us: int
 
@@ -76,9 +76,9 @@ def _levels(raw: Any, name: str) -> tuple[CbLevel, ...]:
         raise BadFrame(f"snapshot {name} is not a list")
     try:
         return tuple((price(p), size(s)) for p, s, *_ in raw)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, BadFrame):
-            raise
+    except BadFrame:
+        raise
+    except (TypeError, ValueError):
         raise BadFrame(f"snapshot {name}: level is not [price, size]") from None
 
 
@@ -101,7 +101,7 @@ def decode_l2update(msg: dict) -> CbL2Update:
         # Inlined `price(p)` / `size(s)` (the hot loop of a Coinbase producer); they name the problem on failure.
         try:
             level_price, level_size = Decimal(p), Decimal(s)
-        except (InvalidOperation, TypeError):
+        except (InvalidOperation, TypeError, ValueError):  # ValueError: Decimal() reads a list as a tuple form
             level_price = level_size = None
         if (type(p) is not str or type(s) is not str or level_price is None or not level_price.is_finite()
                 or not level_size.is_finite() or level_price <= _ZERO or level_size < _ZERO):
@@ -217,6 +217,8 @@ class Coinbase(Feed):
         if type(msg) is not dict:
             raise BadFrame("not a JSON object")
         kind = msg.get("type")
+        if type(kind) is not str and kind is not None:  # a list or object here is unhashable (found by fuzzing)
+            raise BadFrame(f"unknown message type {kind!r}")
         handler = self._handlers.get(kind)
         if handler is None:
             if kind in self.quiet_types:

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 import orjson
 import websockets
@@ -50,11 +50,13 @@ class ConnectionConfig:
             raise ValueError("silence timeout must be positive")
 
 
-class Publisher:
-    """Where events go (KafkaSink implements this; tests and `normalize` use simpler ones)."""
+class Publisher(Protocol):
+    """Where events go (KafkaSink implements this; tests use a list)."""
 
     def publish(self, events: list) -> None: ...
+
     def status(self, status: FeedStatus) -> None: ...
+
     def dead_letter(self, letter: DeadLetter) -> None: ...
 
 
