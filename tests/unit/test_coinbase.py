@@ -6,7 +6,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from arbitrage.events import FeedState, FeedStatus, Quote, Side, Trade, to_json
+from arbitrage.events import FeedState, Quote, Side, Trade, to_json
 from producers.coinbase import Coinbase
 from producers.feed import BadFrame
 from tests.unit.producer_helpers import COINBASE_CAPTURE, capture, coinbase_markets, replay
