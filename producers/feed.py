@@ -172,7 +172,10 @@ class Feed:
     # -- helpers for the subclasses -------------------------------------------------------------------------------
 
     def canonical(self, venue_symbol: Any) -> str:
-        symbol = self._canonical.get(venue_symbol)
+        try:
+            symbol = self._canonical.get(venue_symbol)
+        except TypeError:  # an unhashable JSON value (list, object) where the symbol should be; found by fuzzing
+            raise BadFrame(f"symbol is not a string: {venue_symbol!r}") from None
         if symbol is None:
             if type(venue_symbol) is not str:
                 raise BadFrame(f"symbol is not a string: {venue_symbol!r}")
