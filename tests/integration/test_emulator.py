@@ -49,9 +49,10 @@ def fast_market(**extra) -> dict:
     }
 
 
-def config(scenario: dict | None = None, **kwargs) -> EmulatorConfig:
-    if "replay" not in kwargs:
-        kwargs["scenario"] = parse_scenario(scenario or fast_market())
+def config(spec: dict | None = None, **kwargs) -> EmulatorConfig:
+    """Free ports; a fast synthetic market unless `spec`, `scenario=` or `replay=` says otherwise."""
+    if "replay" not in kwargs and "scenario" not in kwargs:
+        kwargs["scenario"] = parse_scenario(spec or fast_market())
     return EmulatorConfig(coinbase_port=0, binance_port=0, **kwargs)
 
 
@@ -795,3 +796,79 @@ def test_speed_runs_a_scenarios_clock_faster_windows_faults_and_duration_include
     assert 400 <= record["duration_ms"] <= 650
     [silence] = truth["faults"]
     assert silence["end_us"] - silence["start_us"] == 500_000 and silence["seconds"] == 0.5
+
+
+def test_windows_scenario_on_the_wire_matches_its_ground_truth_and_the_stale_decoy_is_not_a_window():
+    """windows.json at 4x: every net-positive moment on the wire is an injected window, except while Binance is
+    silent (stale quotes); every injected window shows its ground-truth net peak."""
+    fees = FeeSchedule()
+    pair_of = {"BTC-USD": "BTC/USD", "ETH-USD": "ETH/USD", "ETH-BTC": "ETH/BTC",
+               "BTCUSDT": "BTC/USD", "ETHUSDT": "ETH/USD", "ETHBTC": "ETH/BTC"}
+    positives: list[tuple[int, str, str, Decimal]] = []  # (recv us, pair, direction, net bps)
+    latest: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+    books: dict[str, tuple[set, set]] = {}
+
+    def on_top(exchange: str, pair: str, bid: Decimal, ask: Decimal) -> None:
+        latest[(exchange, pair)] = (bid, ask)
+        if ("coinbase", pair) in latest and ("binance", pair) in latest:
+            (cb_bid, cb_ask), (bn_bid, bn_ask) = latest[("coinbase", pair)], latest[("binance", pair)]
+            now = time.time_ns() // 1000
+            for direction, net in ((spread.BUY_COINBASE_SELL_BINANCE,
+                                    spread.net_bps(cb_ask, bn_bid, fees.coinbase, fees.binance)),
+                                   (spread.BUY_BINANCE_SELL_COINBASE,
+                                    spread.net_bps(bn_ask, cb_bid, fees.binance, fees.coinbase))):
+                if net > 0:
+                    positives.append((now, pair, direction, net))
+
+    async def read_coinbase(ws) -> None:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "snapshot":
+                books[frame["product_id"]] = ({Decimal(p) for p, _ in frame["bids"]},
+                                              {Decimal(p) for p, _ in frame["asks"]})
+            elif frame["type"] == "l2update":
+                bids, asks = books[frame["product_id"]]
+                for side, price, size in frame["changes"]:
+                    levels = bids if side == "buy" else asks
+                    (levels.discard if Decimal(size) == 0 else levels.add)(Decimal(price))
+            else:
+                continue
+            bids, asks = books[frame["product_id"]]
+            on_top("coinbase", pair_of[frame["product_id"]], max(bids), min(asks))
+
+    async def read_binance(ws) -> None:
+        while True:
+            data = json.loads(await ws.recv())["data"]
+            on_top("binance", pair_of[data["s"]], Decimal(data["b"]), Decimal(data["a"]))
+
+    async def scenario():
+        async with Emulator(config(speed=4.0, scenario=load_scenario("windows"))) as emu:
+            streams = "/".join(f"{s}@bookTicker" for s in ("btcusdt", "ethusdt", "ethbtc"))
+            async with connect(emu.coinbase_url) as cb, connect(f"{emu.binance_url}/stream?streams={streams}") as bn:
+                await cb.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD", "ETH-BTC"],
+                                          "channels": ["level2_batch"]}))
+                readers = [asyncio.create_task(read_coinbase(cb)), asyncio.create_task(read_binance(bn))]
+                await emu.wait()
+                for reader in readers:
+                    reader.cancel()
+            return emu.ground_truth()
+
+    truth = run(scenario())
+    windows = truth["windows"]
+    assert len(windows) == 4 and all(w["status"] == "closed" for w in windows)
+    [silence] = [f for f in truth["faults"] if f["kind"] == "silence"]
+    slack = 100_000  # frames in flight when a window opens or closes
+    stale = 0
+    for ts, pair, direction, net in positives:
+        matching = [w for w in windows if w["pair"] == pair and w["direction"] == direction
+                    and w["start_us"] - slack <= ts <= w["end_us"] + slack]
+        if matching:
+            assert net <= Decimal(matching[0]["net_peak_bps"]) + Decimal("0.001")
+            continue
+        assert silence["start_us"] <= ts <= silence["end_us"] + slack, (ts, pair, direction, net)
+        stale += 1
+    assert stale > 0  # the decoy did look net-positive on the stale Binance quotes
+    for w in windows:
+        peaks = [net for ts, pair, direction, net in positives
+                 if pair == w["pair"] and direction == w["direction"] and w["start_us"] <= ts <= w["end_us"]]
+        assert peaks and abs(max(peaks) - Decimal(w["net_peak_bps"])) < Decimal("0.001")
