@@ -1,6 +1,6 @@
 """Replay the quote history through the rules and simulate acting on every window: the engine of `arb backtest`.
 
-Signals are the windows' opening rows, found by the oracle's rules (`arbitrage.oracle.starts_of_pair_quotes`). For
+Signals are the windows' opening rows, found by the oracle's rules (`arbitrage.oracle.starts_of_sides`). For
 each signal both legs are sent as taker orders at once and fill at the quotes available `latency` later (an as-of
 join on each venue's quotes; with zero latency, at the very quotes that made the signal). The size is capped by the
 displayed size of both legs, by `size` and by per-exchange inventory: the buy venue's quote balance pays for the buy
@@ -137,9 +137,15 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total, self.done, self.started = total, 0, time.monotonic()
+        self.timings: dict[str, float] = {}  # stage -> seconds it took
+        self._last = self.started
 
     def step(self, label: str, advance: int = 1) -> None:
         self.done = min(self.total, self.done + advance)
+        if advance:
+            now = time.monotonic()
+            self.timings[label] = round(now - self._last, 3)
+            self._last = now
         if self.enabled:
             filled = int(30 * self.done / self.total)
             elapsed = time.monotonic() - self.started
@@ -198,13 +204,11 @@ def run(
     progress = progress or Progress(5, enabled=False)
     started = time.perf_counter()
     rules = config.rules
-    paired = oracle.pair_quotes(quotes, rules).collect()
+    sides = oracle.pair_sides(quotes, rules)
     progress.step("quotes read")
     stats: dict[str, int] = {}
     start_us, end_us = to_us(config.start), to_us(config.end)
-    sides = {p.name: oracle.pair_sides(paired, p.name) for p in rules.pairs}
-    del paired
-    signals = oracle.starts_of_pair_quotes(None, status, rules, stats=stats, sides=sides)
+    signals = oracle.starts_of_sides(sides, status, rules, stats=stats)
     signals = signals.filter(pl.col("event_ts") >= config.start)  # the warm-up only primes the latest quotes
     progress.step("signals")
     books = _books_at_fill(sides, signals, config)

@@ -255,7 +255,8 @@ def _bench(args, settings) -> int:
                                 latency_ms=args.latency_ms)
         began, cpu = time.perf_counter(), time.process_time()
         quotes, status = backtest.load_history(lake, config.start, config.end, config.rules)
-        result = backtest.run(quotes, status, config, backtest.Progress(5))
+        progress = backtest.Progress(5)
+        result = backtest.run(quotes, status, config, progress)
         seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     rows = result.summary["quotes"]
     out = {
@@ -266,7 +267,8 @@ def _bench(args, settings) -> int:
         "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds),
         "cpu_s": round(cpu, 3),  # all threads; wall time suffers when other jobs share the 2 cores
-        "load_avg_1m": os.getloadavg()[0],
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "stages_s": progress.timings,
         "generate_and_write_s": round(generated, 3),
     }
     if args.json:

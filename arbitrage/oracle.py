@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from arbitrage import spread
+from arbitrage.pairs import Pair
 from arbitrage.rules import (
     BPS_PLACES,
     CLOSE_REASON_BY_STATE,
@@ -86,36 +87,45 @@ def _ts(expr: pl.Expr) -> pl.Expr:
     return pl.from_epoch(expr, time_unit="us").dt.replace_time_zone("UTC")
 
 
+def _venue_quotes(q: pl.LazyFrame, pair: Pair, exchange: str) -> pl.LazyFrame:
+    """One venue's comparable quotes of a pair: not crossed, Binance prices in the pair's quote currency."""
+    rate = pair.binance_rate if exchange == "binance" and pair.binance_rate != 1 else None
+
+    def price(column: str) -> pl.Expr:
+        if rate is None:
+            return pl.col(column).cast(MONEY)
+        return _round(pl.col(column).cast(WORK) * rate, MONEY_PLACES)
+
+    return q.filter(
+        (pl.col("exchange") == exchange)
+        & (pl.col("symbol") == pair.symbol_on(exchange))
+        & ~(pl.col("bid") > pl.col("ask"))  # crossed: kept in silver, never compared
+    ).select(
+        _us("event_ts").alias("t"),
+        pl.col("seq").cast(pl.Int64),
+        price("bid").alias("bid"),
+        pl.col("bid_size").cast(MONEY),
+        price("ask").alias("ask"),
+        pl.col("ask_size").cast(MONEY),
+    )
+
+
 def pair_quotes(quotes: pl.LazyFrame | pl.DataFrame, rules: RulesConfig) -> pl.LazyFrame:
     """The comparable quotes of every configured pair: not crossed, Binance prices in the pair's quote currency.
 
     Columns: pair, exchange, t (µs), seq, bid, bid_size, ask, ask_size (decimal(30,12)).
     """
-    frames = []
     q = _lazy(quotes)
-    for pair in rules.pairs:
-        for exchange in ("coinbase", "binance"):
-            rate = pair.binance_rate if exchange == "binance" and pair.binance_rate != 1 else None
-            price = (lambda c: _round(pl.col(c).cast(WORK) * rate, MONEY_PLACES)) if rate is not None else (
-                lambda c: pl.col(c).cast(MONEY)
+    return pl.concat(
+        [
+            _venue_quotes(q, pair, exchange).select(
+                pl.lit(pair.name).alias("pair"), pl.lit(exchange).alias("exchange"), pl.all()
             )
-            frames.append(
-                q.filter(
-                    (pl.col("exchange") == exchange)
-                    & (pl.col("symbol") == pair.symbol_on(exchange))
-                    & ~(pl.col("bid") > pl.col("ask"))  # crossed: kept in silver, never compared
-                ).select(
-                    pl.lit(pair.name).alias("pair"),
-                    pl.lit(exchange).alias("exchange"),
-                    _us("event_ts").alias("t"),
-                    pl.col("seq").cast(pl.Int64),
-                    price("bid").alias("bid"),
-                    pl.col("bid_size").cast(MONEY),
-                    price("ask").alias("ask"),
-                    pl.col("ask_size").cast(MONEY),
-                )
-            )
-    return pl.concat(frames, how="vertical")
+            for pair in rules.pairs
+            for exchange in ("coinbase", "binance")
+        ],
+        how="vertical",
+    )
 
 
 def pair_status(status: pl.LazyFrame | pl.DataFrame | None, rules: RulesConfig) -> pl.LazyFrame:
@@ -416,34 +426,42 @@ def window_starts(
     instead of prices, the net spread is screened in float64 with `arbitrage.spread`, and rows near the threshold
     are recomputed exactly. Columns: pair, direction, event_ts and the spreads columns of the opening row.
     """
-    return starts_of_pair_quotes(pair_quotes(quotes, rules).collect(), status, rules)
+    return starts_of_sides(pair_sides(quotes, rules), status, rules)
 
 
-def pair_sides(paired: pl.DataFrame, pair: str) -> dict[str, pl.DataFrame]:
-    """Each venue's quotes of one pair in processing order (t, seq), with float copies of bid and ask."""
-    return {
-        exchange: paired.filter((pl.col("pair") == pair) & (pl.col("exchange") == exchange))
+Sides = dict[str, dict[str, pl.DataFrame]]  # pair -> exchange -> its quotes in processing order
+
+
+def pair_sides(quotes: pl.LazyFrame | pl.DataFrame, rules: RulesConfig) -> Sides:
+    """Each pair's quotes per venue in processing order (t, seq), with float copies of bid and ask (bid_f, ask_f).
+
+    One materialized frame per (pair, venue), collected together; the backtester reuses them for the fills.
+    """
+    q = _lazy(quotes)
+    keys = [(pair.name, exchange) for pair in rules.pairs for exchange in ("coinbase", "binance")]
+    frames = pl.collect_all([
+        _venue_quotes(q, rules.pair(name), exchange)
         .sort("t", "seq", nulls_last=False)
         .with_columns(_as_float("bid").alias("bid_f"), _as_float("ask").alias("ask_f"))
-        for exchange in ("coinbase", "binance")
-    }
+        for name, exchange in keys
+    ])
+    sides: Sides = {}
+    for (name, exchange), frame in zip(keys, frames, strict=True):
+        sides.setdefault(name, {})[exchange] = frame
+    return sides
 
 
-def starts_of_pair_quotes(
-    paired: pl.DataFrame | None,
+def starts_of_sides(
+    sides: Sides,
     status: pl.LazyFrame | pl.DataFrame | None,
     rules: RulesConfig,
     stats: dict | None = None,
-    sides: dict[str, dict[str, pl.DataFrame]] | None = None,
 ) -> pl.DataFrame:
-    """`window_starts` of quotes already through `pair_quotes`; `stats["comparisons"]` gets the row count.
-
-    `sides` (pair -> `pair_sides`) may be passed in to reuse them; they are computed otherwise.
-    """
+    """`window_starts` of quotes already split by `pair_sides`; `stats["comparisons"]` gets the row count."""
     statuses = pair_status(status, rules).collect()
     out, comparisons = [], 0
     for pair in rules.pairs:
-        side = sides[pair.name] if sides is not None else pair_sides(paired, pair.name)
+        side = sides[pair.name]
         rows = _fast_rows(side, statuses.filter(pl.col("pair") == pair.name), rules)
         comparisons += rows.height
         if rows.is_empty():
