@@ -115,7 +115,9 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
                   f"control http://{host}:{opts.control_port}")),
         (True, produce("coinbase", opts.coinbase_port)),
         (True, produce("binance", opts.binance_port)),
-        (opts.stream, Component("stream", ("stream", "all"), stop_timeout_s=60.0, metrics="stream-*.json")),
+        # SIGTERM: `arb stream` stops its queries on it; SIGINT would also go through pyspark's job-cancelling handler.
+        (opts.stream, Component("stream", ("stream", "all"), stop_signal=signal.SIGTERM, stop_timeout_s=60.0,
+                                metrics="stream-*.json")),
         (opts.dashboard, Component(
             "dashboard", ("dashboard", "--host", host, "--port", str(opts.dashboard_port)),
             ready=lambda: accepts_connections(host, opts.dashboard_port),
@@ -379,8 +381,8 @@ class Supervisor:
 
 def summarize_metrics(stem: str, m: dict, now: float) -> str:
     """One short text from a metrics file (docs/DATA_MODEL.md, 'Live metrics files')."""
-    updated = m.get("updated_ts")
-    stale = isinstance(updated, (int, float)) and now - updated > 10
+    updated = epoch_seconds(m.get("updated_ts"))
+    stale = updated is not None and now - updated > 10
     if stem.startswith("producer-"):
         text = (f"{'connected' if m.get('connected') else 'DISCONNECTED'} {m.get('frames_per_s', 0):,.0f} frames/s "
                 f"{m.get('events_per_s', 0):,.0f} events/s invalid {m.get('invalid', 0)} gaps {m.get('gaps', 0)} "
@@ -391,10 +393,27 @@ def summarize_metrics(stem: str, m: dict, now: float) -> str:
         if m.get("detection_p99_ms") is not None:
             text += f" detection p99 {m['detection_p99_ms']:,.0f} ms"
     elif stem == "emulator":
-        text = f"{m.get('frames_sent', 0):,} frames sent, {m.get('clients', 0)} clients"
+        clients = m.get("clients", 0)
+        if isinstance(clients, dict):  # per exchange
+            clients = sum(n for n in clients.values() if isinstance(n, int))
+        text = f"{m.get('frames_sent', 0):,} frames sent, {clients} clients"
     else:
         text = stem
     return text + (" (stale)" if stale else "")
+
+
+def epoch_seconds(value: object) -> float | None:
+    """`updated_ts` as epoch seconds: the metrics files write it as epoch seconds or as an ISO-8601 UTC string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def end_offsets(settings: Settings) -> dict[str, int]:

@@ -74,6 +74,21 @@ def test_old_metrics_are_marked_stale():
     assert text == "12,345 frames sent, 2 clients (stale)"
 
 
+def test_iso_update_times_are_understood_for_staleness():
+    metrics = {"frames_sent": 1, "clients": 1, "updated_ts": "2026-11-22T00:40:35.101Z"}
+    then = 1795308035.101  # 2026-11-22T00:40:35.101Z
+
+    assert summarize_metrics("emulator", metrics, now=then + 5) == "1 frames sent, 1 clients"
+    assert summarize_metrics("emulator", metrics, now=then + 60) == "1 frames sent, 1 clients (stale)"
+
+
+def test_emulator_clients_per_exchange_are_added_up():
+    text = summarize_metrics("emulator", {"frames_sent": 10, "clients": {"coinbase": 1, "binance": 2},
+                                          "updated_ts": 1000.0}, now=1000.0)
+
+    assert text == "10 frames sent, 3 clients"
+
+
 def test_stream_metrics_summary_shows_batch_rate_and_detection_latency():
     metrics = {"job": "gold", "batch_id": 42, "input_rows_per_s": 2100.0, "batch_duration_ms": 380,
                "detection_p99_ms": 910.0, "updated_ts": 1000.0}
