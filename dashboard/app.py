@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dash import Dash, dcc, html
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard.config import DEFAULT_RANGE, TIME_RANGES, DashboardConfig
 from dashboard.data import Lake
 from dashboard.sections import alerts, health, market, spreads, windows
@@ -52,6 +52,7 @@ def create_app(config: DashboardConfig) -> Dash:
     app = Dash(__name__, title="arb dashboard", assets_folder=str(ASSETS), serve_locally=True,
                update_title=None)
     app.layout = lambda: layout(config)
+    auth.protect(app.server, auth.Credentials.from_env())  # ARB_DASHBOARD_USER / _PASSWORD; off when unset
     lake = Lake(config.lake_dir)
     for section in SECTIONS:
         section.register_callbacks(app, config, lake)
