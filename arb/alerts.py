@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -415,6 +416,17 @@ class KafkaSink:
             log_event(log, "alerts_undelivered", logging.WARNING, sink="kafka", count=remaining)
 
 
+def redact_url(url: str) -> str:
+    """`https://hooks.example.com/services/T0/B0/token` -> `https://hooks.example.com/...`: webhook paths and
+    query strings are credentials (Slack, Teams), so logs show only where an alert went."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = f"{parts.hostname or ''}:{parts.port}" if parts.port else parts.hostname or ""
+    except ValueError:  # a port that is not a number
+        return "<redacted>"
+    return f"{parts.scheme}://{netloc}/..." if parts.scheme else "<redacted>"
+
+
 class WebhookSink:
     """POSTs each alert as JSON to a URL from a background thread, retrying with exponential backoff.
 
@@ -427,7 +439,7 @@ class WebhookSink:
     def __init__(self, url: str, retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
                  timeout_s: float = 5.0, max_queue: int = 1000, sleep: Callable[[float], None] = time.sleep) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http(s), got {url!r}")
+            raise ValueError(f"webhook URL must be http(s), got {redact_url(url)!r}")
         self.url, self.retries, self.backoff_s, self.max_backoff_s = url, retries, backoff_s, max_backoff_s
         self.timeout_s = timeout_s
         self.delivered = 0
@@ -465,10 +477,10 @@ class WebhookSink:
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 retryable, reason = True, str(getattr(exc, "reason", exc))
             if not retryable or attempt == self.retries:
-                log_event(log, "webhook_failed", logging.WARNING, url=self.url, attempts=attempt + 1, reason=reason)
+                log_event(log, "webhook_failed", logging.WARNING, url=redact_url(self.url), attempts=attempt + 1, reason=reason)
                 return False
             delay = min(self.backoff_s * 2**attempt, self.max_backoff_s)
-            log_event(log, "webhook_retry", logging.INFO, url=self.url, attempt=attempt + 1, reason=reason,
+            log_event(log, "webhook_retry", logging.INFO, url=redact_url(self.url), attempt=attempt + 1, reason=reason,
                       delay_s=delay)
             self._sleep(delay)
         return False
