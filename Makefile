@@ -7,7 +7,7 @@ MVN := mvn -q -B -s jvm/settings.xml -f jvm/pom.xml
 JARS := data/jars
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo run test test-unit test-integration chaos browser clean-data help
+.PHONY: setup setup-s3 tools demo run test test-unit test-integration chaos browser clean-data help
 
 help:
 	@echo "make demo   - everything on embedded defaults (Kafka, exchange emulator, producers, Spark, Delta, dashboard)"
@@ -36,6 +36,12 @@ $(JARS)/.fetched: jvm/pom.xml jvm/settings.xml
 	rm -rf $(JARS)/spark $(JARS)/kafka
 	mv $(JARS)/.new/spark $(JARS)/.new/kafka $(JARS)/ && rmdir $(JARS)/.new
 	touch $@
+
+# Optional: hadoop-aws + the AWS SDK bundle for a lake and checkpoints on s3a:// (README, "Running in production").
+# Linked into data/jars/spark, where the session factory picks up every jar; run it again after `make setup` re-fetches.
+setup-s3: setup
+	rm -rf $(JARS)/s3 && $(MVN) -P s3 dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=../$(JARS)/s3
+	for jar in $(JARS)/s3/*.jar; do ln -sf ../s3/$$(basename $$jar) $(JARS)/spark/; done
 
 # Debian's headless Chromium for the dashboard's browser test (root on these machines).
 browser:
