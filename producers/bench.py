@@ -205,8 +205,8 @@ def throughput(exchange: str, settings: Settings, duration_s: float, overrides: 
 
 
 def _emulator_child(conn, mode: str, rate: float, exchange: str, capture: str | None) -> None:
-    """Run the emulator until the parent says stop: mode "market": the `bench` market at about `rate` frames/s on
-    `exchange` (the other venue nearly idle); mode "replay": `capture` as fast as possible."""
+    """Until the parent says stop, serve either the emulator's `bench` market at about `rate` frames/s on `exchange`
+    (mode "market"; the other venue nearly idle) or `capture` from a bare server as fast as it goes (mode "blast")."""
     from pathlib import Path
 
     from producers.emulator.emulator import Emulator, EmulatorConfig
@@ -215,19 +215,16 @@ def _emulator_child(conn, mode: str, rate: float, exchange: str, capture: str | 
     if mode == "blast":
         asyncio.run(_blast(conn, Path(capture), exchange))
         return
-    if mode == "replay":
-        config = EmulatorConfig(coinbase_port=0, binance_port=0, replay=(Path(capture),), speed=0.0)
-    else:
-        scenario = load_scenario("bench")
-        symbols = len(scenario.pairs)
-        venues = dict(scenario.venues)
-        for venue in venues:
-            # frames per exchange = symbols * (quotes_per_s + trades_per_s), 5 % trades
-            share = rate if venue == exchange else 3.0
-            venues[venue] = dataclasses.replace(venues[venue], quotes_per_s=share * 0.95 / symbols,
-                                                trades_per_s=share * 0.05 / symbols)
-        scenario = dataclasses.replace(scenario, venues=venues)
-        config = EmulatorConfig(coinbase_port=0, binance_port=0, scenario=scenario, tick_s=0.005)
+    scenario = load_scenario("bench")
+    symbols = len(scenario.pairs)
+    venues = dict(scenario.venues)
+    for venue in venues:
+        # frames per exchange = symbols * (quotes_per_s + trades_per_s), 5 % trades
+        share = rate if venue == exchange else 3.0
+        venues[venue] = dataclasses.replace(venues[venue], quotes_per_s=share * 0.95 / symbols,
+                                            trades_per_s=share * 0.05 / symbols)
+    scenario = dataclasses.replace(scenario, venues=venues)
+    config = EmulatorConfig(coinbase_port=0, binance_port=0, scenario=scenario, tick_s=0.005)
 
     async def main() -> None:
         emu = await Emulator(config).start()
