@@ -1,13 +1,15 @@
 """`arb bench ingest`: how fast a producer parses and publishes, and how long a frame takes from receipt to Kafka ack.
 
-Two measurements per exchange, against a real broker (the embedded one is started if none answers; topics get a
+Three measurements per exchange, against a real broker (the embedded one is started if none answers; topics get a
 `bench.` prefix so a running demo's topics are not touched):
 
 1. Throughput, as fast as it can go: synthetic venue frames (generated before the clock starts, in the mix a busy
    feed sends: Binance 90 % bookTicker / 10 % trade; Coinbase l2update that moves the top, 5 % match, heartbeats)
    go through the producer's own `feed.parse` + `KafkaSink.publish`, then a final flush; frames / busy seconds.
-2. Latency at rate R: the emulator (a child process, so it does not share the producer's interpreter) runs the
-   `bench` market at about R frames/s per exchange; a real producer reads it over WebSocket; for every published
+2. The same frames over WebSocket: a bare server in a child process sends them as fast as it can and a whole
+   producer (reconnect loop, parse, publish) reads them; frames / (first to last frame + flush).
+3. Latency at rate R: the emulator (a child process, so it does not share the producer's interpreter) runs the
+   `bench` market at about R frames/s on one exchange; a real producer reads it over WebSocket; for every published
    event, ack time - receive time (the receive stamp is taken when the frame comes off the socket). p50/p99 over
    the measured window, after a 2 s warm-up.
 """
