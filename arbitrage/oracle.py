@@ -5,7 +5,9 @@ tested against it, and the backtester reuses it. The net spread comes from `arbi
 expressions.
 
 Inputs are the columns of silver/quotes and silver/feed_status (docs/DATA_MODEL.md): timestamps `datetime[us, UTC]`,
-money `pl.Decimal`. Outputs are the columns of silver/spreads and the CLOSE events of gold/arb_windows.
+money `pl.Decimal`. Outputs are the columns of silver/spreads (`spreads`) and the CLOSE events of gold/arb_windows
+(`windows`). `window_starts` is a faster path to the windows' opening rows for long histories (the backtester's
+signals); it is tested to give the same openings as `window_runs` over `spreads`.
 
 Decimal arithmetic: Polars keeps a product or quotient at the larger input scale (two scale-12 prices divide to
 scale 12), so `net_edge / cost * 1e4` would keep only 8 decimals of bps, and a price of 1e-5 would lose most of its

@@ -9,6 +9,11 @@ and OPEN / CLOSE `WindowEvent`s; a feed status may close windows; `advance_to(wa
 Time: a stale close at `deadline` happens after every tick with `t <= deadline` (a quote exactly S old is still
 compared), so `advance_to(now_us)` means "every tick with t <= now_us has been fed" and fires deadlines <= now_us.
 A tick older than that promise (or older than the last tick fed) is late: it is dropped and counted in `late_ticks`.
+With Spark's event-time watermark W (rows with t < W may no longer arrive, rows at W still may), call
+`advance_to(W - 1)`; an event-time timer for `next_deadline_us()` should be registered at deadline + 1 µs.
+
+Numbers: bps are rounded HALF_UP to 6 places and tradability compares the rounded value with the threshold; money
+that is computed (converted Binance prices, profits) is rounded HALF_UP to 12 places, the Delta scale.
 """
 
 from __future__ import annotations
