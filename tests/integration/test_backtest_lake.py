@@ -109,3 +109,12 @@ def test_latency_through_the_cli_kills_the_edge(lake, capsys):
     summary = json.loads(out)
     assert code == 0 and summary["trades"] == 1
     assert summary["net_pnl"] == "-0.000200000000" and summary["hit_rate"] == 0.0
+
+
+def test_bench_backtest_prints_rows_seconds_and_rate(capsys):
+    code = main(["bench", "backtest", "--rows", "50000", "--json"])
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["rows"] == 50_000 and result["comparisons"] > 49_000
+    assert result["seconds"] > 0 and result["rows_per_s"] == round(result["rows"] / result["seconds"])

@@ -187,3 +187,18 @@ def test_config_refuses_naive_times_and_mixed_currencies():
         BacktestConfig(start=datetime(2026, 1, 1), end=T0, rules=RULES)
     with pytest.raises(ValueError, match="one quote currency"):
         BacktestConfig(start=T0, end=T0 + timedelta(1), rules=RulesConfig())
+
+
+def test_progress_bar_draws_on_the_given_stream_only_when_enabled():
+    import io
+
+    shown, hidden = io.StringIO(), io.StringIO()
+    for stream, enabled in ((shown, True), (hidden, False)):
+        progress = backtest.Progress(2, enabled=enabled, stream=stream)
+        progress.step("quotes read")
+        progress.step("signals")
+        progress.close()
+
+    assert "2/2" in shown.getvalue() and "signals" in shown.getvalue() and "#" * 30 in shown.getvalue()
+    assert hidden.getvalue() == ""
+    assert set(progress.timings) == {"quotes read", "signals"}
