@@ -117,4 +117,4 @@ def test_bench_backtest_prints_rows_seconds_and_rate(capsys):
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["rows"] == 50_000 and result["comparisons"] > 49_000
-    assert result["seconds"] > 0 and result["rows_per_s"] == pytest.approx(result["rows"] / result["seconds"], rel=0.01)
+    assert result["seconds"] > 0 and result["rows_per_s"] == pytest.approx(result["rows"] / result["seconds"], rel=0.05)  # seconds is rounded to ms
