@@ -7,6 +7,10 @@ displayed size of both legs, by `size` and by per-exchange inventory: the buy ve
 leg with its fee, the sell venue's base balance delivers the sold units, no shorting. An optional rebalancing cost
 (bps of the bought notional) stands for moving inventory back between venues.
 
+The quotes are read from `start - staleness` so the first comparisons of the period see the quotes before it; a
+window already open at `start` counts as a signal at its first row in the period. Fills use each venue's latest
+quote at most `staleness` old at the fill time; a signal without one is skipped (`no_book`).
+
 Money is `Decimal` throughout (pl.Decimal in frames); floats appear only in the HTML report's plots.
 """
 
