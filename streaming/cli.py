@@ -22,7 +22,8 @@ TARGETS = {
     "silver": ("silver",),
     "spreads": ("hotpath",),
     "gold": ("hotpath",),
-    "all": ("bronze", "silver", "hotpath"),
+    "analytics": ("analytics",),  # market analytics: three queries, streaming/analytics.py
+    "all": ("bronze", "silver", "hotpath", "analytics"),
 }
 
 log = logging.getLogger("streaming")
@@ -62,6 +63,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     queries = []
     for job in TARGETS[args.job]:
+        if job == "analytics":
+            from streaming import analytics
+
+            alerts = analytics.alert_sinks(settings)
+            queries += analytics.start_all(spark, config, alerts, available_now=args.available_now)
+            continue
         kwargs: dict[str, Any] = {}
         if job == "hotpath":
             kwargs = {"on_alerts": detection.on_alerts, "kafka_client": settings.kafka.client_config()}
