@@ -208,7 +208,8 @@ def layout(config: DashboardConfig) -> html.Div:
                                      inline=True)
     return html.Div([
         dcc.Interval(id=TICK, interval=REFRESH_MS),
-        card("Hourly change", html.Div(id=TILES, className="tiles"), class_name="wide"),
+        card("Hourly change", html.Div(id=TILES, className="tiles", style={"display": "flex", "gap": "12px",
+                                                                           "flexWrap": "wrap"}), class_name="wide"),
         card("Price vs 5-minute average", dcc.Graph(id=PRICE_GRAPH, config={"displaylogo": False})),
         card("1-minute candles", dcc.Graph(id=CANDLES_GRAPH, config={"displaylogo": False}), note=exchange_picker),
         card("Coinbase premium", dcc.Graph(id=PREMIUM_GRAPH, config={"displaylogo": False})),
@@ -216,9 +217,16 @@ def layout(config: DashboardConfig) -> html.Div:
     ], className="grid analytics", style={"gridColumn": "1 / -1"})
 
 
+TREND_COLORS = {"up": "#059669", "down": "#dc2626", "flat": "#4b5563", "none": "#9ca3af"}
+TILE_STYLE = {"display": "flex", "flexDirection": "column", "padding": "6px 14px", "borderRadius": "6px",
+              "background": "#f9fafb", "minWidth": "140px"}
+
+
 def tile_children(tiles: list[dict[str, str]]) -> list[html.Div]:
-    return [html.Div([html.Span(t["text"], className="tile-value"), html.Span(t["note"], className="note")],
-                     className=f"tile {t['trend']}", title=t["pair"]) for t in tiles]
+    return [html.Div([html.Span(t["text"], className="tile-value",
+                                style={"fontSize": "22px", "fontWeight": "600", "color": TREND_COLORS[t["trend"]]}),
+                      html.Span(t["note"], className="note")],
+                     className=f"tile {t['trend']}", title=t["pair"], style=TILE_STYLE) for t in tiles]
 
 
 def panels_update(config: DashboardConfig, lake: Lake, pair_name: str, range_label: str, exchange: str,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from dash import Dash, dcc, html
 
-from dashboard import auth, ids
+from dashboard import analytics, auth, ids
 from dashboard.config import DEFAULT_RANGE, TIME_RANGES, DashboardConfig
 from dashboard.data import Lake
 from dashboard.sections import alerts, health, market, spreads, windows
 
-SECTIONS = (spreads, market, windows, alerts, health)
+SECTIONS = (spreads, market, windows, alerts, health, analytics)
 ASSETS = Path(__file__).with_name("assets")
 
 
@@ -43,6 +43,7 @@ def layout(config: DashboardConfig) -> html.Div:
             windows.layout(config),
             health.feed_layout(config),
             alerts.layout(config),
+            analytics.layout(config),
         ], className="grid"),
     ], className="page")
 
