@@ -41,3 +41,6 @@ def pytest_terminal_summary(terminalreporter):
     if path:
         with open(path, "w") as out:
             json.dump(_FIGURES, out, indent=1, sort_keys=True)
+
+
+from tests.integration.conftest import spark  # noqa: E402,F401  (the shared local[2] session, for the e2e cases)

@@ -203,3 +203,48 @@ def test_gold_windows_on_a_standalone_cluster_equal_the_local_run_and_the_truth(
     truth = sorted((t["pair"], t["direction"], t["close_reason"]) for t in scenario.truth(records))
     closes = sorted((r["pair"], r["direction"], r["close_reason"]) for r in got if r["event"] == "CLOSE")
     assert closes == truth and len(truth) == 3
+
+
+def measure_scaling(quotes: tuple[int, ...] = (1_000, 40_000), cores: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """docs/SCALING.md: wall time of `arb stream gold --available-now` on a 1- and a 2-core worker for a small and a
+    large backlog; the difference gives the marginal hot-path rate without the fixed start-up cost.
+
+        .venv/bin/python -m tests.integration.test_cluster
+    """
+    import tempfile
+
+    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
+    from arb.settings import KafkaSettings, Settings, Topics
+    from streaming import synthetic
+    from streaming.config import from_settings
+
+    home = Path(tempfile.mkdtemp(prefix="arb-scaling-"))
+    base = Settings(data_dir=make_data_dir(home / "kafka"),
+                    kafka=KafkaSettings(embedded_port=free_port(), embedded_controller_port=free_port()))
+    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(base), tie_to_parent=True))
+    broker.start()
+    results = []
+    try:
+        for n in quotes:
+            topics = dataclasses.replace(base.kafka, topics=Topics(prefix=f"s{n}."))
+            settings = dataclasses.replace(base, kafka=topics)
+            ensure_topics(settings)
+            rules = from_settings(settings, environ={}).rules
+            rate = 400.0
+            scenario = short_scenario(rules, start_us=time.time_ns() // 1000 - int(n / rate * SECOND) - 60 * SECOND,
+                                      duration_s=n / rate, quotes_per_s=rate)
+            records = scenario.records()
+            synthetic.publish(records, settings.kafka.client_config(), settings.kafka.topics)
+            for core_count in cores:
+                run = dataclasses.replace(settings, data_dir=make_data_dir(home / f"run-{n}-{core_count}"))
+                with SparkCluster(home / f"spark-{n}-{core_count}", cores=core_count) as cluster:
+                    wall = run_stream(run, cluster.url, home / f"stream-{n}-{core_count}.log")
+                results.append({"quotes": len(records), "cores": core_count, "wall_s": round(wall, 1)})
+                print(json.dumps(results[-1]), flush=True)
+    finally:
+        broker.stop()
+    return results
+
+
+if __name__ == "__main__":
+    measure_scaling()
