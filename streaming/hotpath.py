@@ -9,10 +9,14 @@ arrived, never a cross product of ticks.
 Query layout: one Kafka source reads both quote topics and the feed-status topic; the shared silver parse types and
 validates them; one watermark (`watermark_delay_ms`) runs on the union's event time; a static map sends each quote
 (and each feed status) to its pair(s); `transformWithStateInPandas` keyed by pair runs `ArbProcessor`. The processor
-buffers a pair's ticks in the state store until the watermark passes them (so it sees them in the RULES.md order, as
-the Polars oracle does), feeds them to `arbitrage.windows.PairTracker`, keeps the tracker in the state store, and sets
-an event-time timer for the next stale deadline or buffered tick. It emits spread rows and OPEN/CLOSE events in the
-same micro-batch; `streaming.sinks.HotPathSink` writes silver/spreads, gold/arb_windows and the alerts.
+buffers a pair's ticks in the state store until they are final, feeds them to `arbitrage.windows.PairTracker` in the
+RULES.md order (deterministic, as the Polars oracle), keeps the tracker in the state store, and sets an event-time
+timer for the next stale deadline or buffered tick. A tick is final once it is at or below the watermark, or at or
+below the pair's own latest event time minus the watermark delay D: Spark's next watermark is at least that high, so
+any tick still to come at or below it would be dropped as late anyway. Most ticks are therefore final in the
+micro-batch that brings them, and the spread rows and OPEN/CLOSE events go out in that same micro-batch;
+`streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows. Ticks later than D
+(in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance.
 
 Why no stream-stream join in front (the design the issue sketched): a range join on (pair, time bucket) with
 |t_cb - t_bn| <= S emits every pair of ticks within S, i.e. rate_cb * rate_bn * 2S rows per second per pair (~110,000
@@ -165,10 +169,12 @@ def output_frame(rows: list[dict]) -> pd.DataFrame:
 class PairState:
     """A pair's tracker plus the ticks not yet final (event time above the watermark), as one JSON document."""
 
-    def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None) -> None:
+    def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None,
+                 max_t_us: int = 0) -> None:
         self.tracker = tracker
         self.buffer = buffer
         self.timer_ms = timer_ms
+        self.max_t_us = max_t_us  # the latest event time this pair has seen
 
     @classmethod
     def load(cls, raw: str | None, pair: Any, rules: RulesConfig) -> "PairState":
@@ -176,11 +182,11 @@ class PairState:
             return cls(PairTracker(pair, rules), [], None)
         doc = orjson.loads(raw)
         return cls(PairTracker.from_state(pair, rules, doc["tracker"]),
-                   [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"])
+                   [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"], doc.get("max_t_us", 0))
 
     def dump(self) -> str:
         return orjson.dumps({"tracker": self.tracker.to_state(), "buffer": [_tick_to_json(t) for t in self.buffer],
-                             "timer_ms": self.timer_ms}).decode()
+                             "timer_ms": self.timer_ms, "max_t_us": self.max_t_us}).decode()
 
     def add(self, ticks: list[QuoteTick | StatusTick]) -> None:
         seen = {_identity(t) for t in self.buffer}
@@ -189,6 +195,7 @@ class PairState:
             if identity not in seen:
                 seen.add(identity)
                 self.buffer.append(tick)
+                self.max_t_us = max(self.max_t_us, _time(tick))
 
     def release(self, watermark_us: int) -> list[SpreadRow | WindowEvent]:
         """Feed every buffered tick with t <= watermark in RULES.md order, then fire stale closes up to it."""
@@ -217,8 +224,9 @@ def _time(tick: QuoteTick | StatusTick) -> int:
 class ArbProcessor(StatefulProcessor):
     """Per pair: buffer ticks until the watermark passes them, run PairTracker, emit spread rows and window events."""
 
-    def __init__(self, rules: RulesConfig) -> None:
+    def __init__(self, rules: RulesConfig, watermark_delay_ms: int) -> None:
         self.rules = rules
+        self.delay_us = watermark_delay_ms * 1000
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -228,7 +236,11 @@ class ArbProcessor(StatefulProcessor):
         raw = self.state.get()[0] if self.state.exists() else None
         state = PairState.load(raw, self.rules.pair(pair_name), self.rules)
         state.add(new_ticks)
-        items = state.release(watermark_ms * 1000 if watermark_ms > 0 else 0)
+        # Final = at or below the watermark, or at or below this pair's own max event time minus the delay: Spark's
+        # next watermark is at least that high, so any later tick at or below it is late and dropped anyway. This
+        # releases most ticks in the batch that brings them instead of one batch later.
+        final_us = max(watermark_ms * 1000 if watermark_ms > 0 else 0, state.max_t_us - self.delay_us)
+        items = state.release(final_us)
         wanted = state.wanted_timer_ms()
         if wanted != state.timer_ms:
             if state.timer_ms is not None:
@@ -262,11 +274,11 @@ class ArbProcessor(StatefulProcessor):
         pass
 
 
-def arb_stream(ticks: DataFrame, rules: RulesConfig) -> DataFrame:
+def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int) -> DataFrame:
     """Watermarked pair ticks -> spread rows and window events (OUTPUT_SCHEMA), via transformWithStateInPandas."""
     grouped = ticks.select(*TICK_COLUMNS, "event_ts").groupBy("pair")
     out = grouped.transformWithStateInPandas(
-        statefulProcessor=ArbProcessor(rules),
+        statefulProcessor=ArbProcessor(rules, watermark_delay_ms),
         outputStructType=OUTPUT_SCHEMA,
         outputMode="Append",
         timeMode="EventTime",

@@ -88,7 +88,7 @@ def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bo
 def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:
     ticks = hotpath.pair_ticks(parse(config, records), hotpath.pair_map(spark, config.rules))
     watermarked = ticks.withWatermark("event_ts", f"{config.watermark_delay_ms} milliseconds")
-    return hotpath.arb_stream(watermarked, config.rules)
+    return hotpath.arb_stream(watermarked, config.rules, config.watermark_delay_ms)
 
 
 def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: bool = False,

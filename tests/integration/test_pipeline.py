@@ -1,0 +1,231 @@
+"""The streaming lakehouse end to end: wire-form events in a real Kafka broker -> real Spark (silver + hot path) ->
+real Delta tables, alert log and alerts topic; checked against the injected truth and the Polars oracle.
+
+One synthetic scenario (streaming.synthetic) carries every case: two injected BTC/USD windows (one per direction),
+an ETH/USD Binance silence while Coinbase moves +1.5% (a stale decoy), an ETH/BTC window cut by a Binance feed gap,
+and two malformed records. It is run once per module with --available-now semantics (about 2 minutes on 2 cores);
+the crash test runs `arb stream all` as a child process and SIGKILLs it mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from arbitrage import oracle
+from arbitrage.rules import RulesConfig
+from tests.conftest import arb_env, consume_all, make_data_dir
+
+pytestmark = pytest.mark.integration
+
+SECOND = 1_000_000
+BPS_TOLERANCE = Decimal("0.0001")
+
+
+def read_delta(path: str) -> pl.DataFrame:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return pl.from_arrow(DeltaTable(path).to_pyarrow_table())  # type: ignore[return-value]
+    except TableNotFoundError:
+        return pl.DataFrame()
+
+
+def us(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000) if ts.tzinfo else int(ts.replace(tzinfo=UTC).timestamp() * 1_000_000)
+
+
+def make_scenario(rules: RulesConfig, start_us: int, quotes_per_s: float = 120):
+    from streaming.synthetic import Injected, Scenario, Silence
+
+    t0 = start_us
+    return Scenario(
+        rules, t0, duration_s=16, quotes_per_s=quotes_per_s,
+        windows=[
+            Injected("BTC/USD", "buy_coinbase_sell_binance", t0 + 2 * SECOND, t0 + 5 * SECOND),
+            Injected("BTC/USD", "buy_binance_sell_coinbase", t0 + 8 * SECOND, t0 + 10 * SECOND),
+            Injected("ETH/BTC", "buy_coinbase_sell_binance", t0 + 4 * SECOND, t0 + 12 * SECOND,
+                     gap_at_us=t0 + 7 * SECOND),
+        ],
+        silences=[Silence("ETH/USD", "binance", t0 + 3 * SECOND, t0 + 11 * SECOND)],
+        malformed=[(t0 + 1 * SECOND, "coinbase", "not json at all"),
+                   (t0 + 1 * SECOND + 7, "binance",
+                    '{"v": 1, "type": "quote", "exchange": "binance", "symbol": "BTC/USDT", "venue_symbol": "BTCUSDT",'
+                    ' "bid": "-5", "bid_size": "1", "ask": "1", "ask_size": "1", "ts_event_us": null,'
+                    f' "ts_recv_us": {t0 + SECOND}, "seq": 1}}')],
+    )
+
+
+@dataclasses.dataclass
+class Run:
+    settings: object
+    config: object
+    scenario: object
+    records: list
+    truth: list[dict]
+
+    def table(self, name: str) -> pl.DataFrame:
+        return read_delta(self.config.table(name))
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(spark, kafka_broker, tmp_path_factory) -> Run:
+    from streaming import jobs, synthetic
+    from streaming.config import from_settings
+
+    settings = kafka_broker.with_topics(f"p{os.getpid()}{int(time.time()) % 100000}.")
+    settings = dataclasses.replace(settings, data_dir=make_data_dir(tmp_path_factory.mktemp("pipeline") / "data"))
+    config = from_settings(settings, environ={})
+    scenario = make_scenario(config.rules, start_us=(time.time_ns() // 1000) - 30 * SECOND)
+    records = scenario.records()
+    synthetic.publish(records, settings.kafka.client_config(), settings.kafka.topics)
+    for job in ("silver", "hotpath"):
+        kwargs = {"kafka_client": settings.kafka.client_config()} if job == "hotpath" else {}
+        query = jobs.start(spark, config, job, available_now=True, **kwargs)
+        query.awaitTermination(timeout=600)
+        assert query.exception() is None, query.exception()
+    return Run(settings, config, scenario, records, scenario.truth(records))
+
+
+def gold_closes(gold: pl.DataFrame) -> pl.DataFrame:
+    return gold.filter(pl.col("event") == "CLOSE").sort("pair", "direction", "start_ts")
+
+
+def test_every_injected_window_is_found_once_within_the_staleness_bound_and_nothing_else(synthetic_run):
+    gold = synthetic_run.table("gold/arb_windows")
+    closes = gold_closes(gold)
+    staleness_us = synthetic_run.config.rules.staleness_us
+    found = [(r["pair"], r["direction"], us(r["start_ts"]), us(r["end_ts"]), r["close_reason"])
+             for r in closes.iter_rows(named=True)]
+    expected = sorted((t["pair"], t["direction"], t["start_us"], t["end_us"], t["close_reason"])
+                      for t in synthetic_run.truth)
+    assert len(found) == len(expected), found
+    for got, want in zip(sorted(found), expected):
+        assert got[:2] == want[:2] and got[4] == want[4], (got, want)
+        assert abs(got[2] - want[2]) <= staleness_us and abs(got[3] - want[3]) <= staleness_us, (got, want)
+    opens = gold.filter(pl.col("event") == "OPEN")
+    assert sorted(opens["window_id"].to_list()) == sorted(closes["window_id"].to_list())
+
+
+def test_gold_and_spreads_equal_the_polars_oracle_on_the_silver_quotes(synthetic_run):
+    quotes = synthetic_run.table("silver/quotes")
+    status = synthetic_run.table("silver/feed_status")
+    rules = synthetic_run.config.rules
+    want_spreads = oracle.spreads(quotes, status, rules)
+    want = oracle.windows(want_spreads, quotes, status, rules)
+    got = gold_closes(synthetic_run.table("gold/arb_windows"))
+    exact = ["window_id", "pair", "direction", "event", "start_ts", "end_ts", "duration_ms", "size_at_peak",
+             "profit_at_peak", "ticks", "close_reason", "date"]
+    assert got.select(exact).to_dicts() == want.select(exact).to_dicts()
+    for column in ("peak_net_bps", "mean_net_bps"):
+        for a, b in zip(got[column].to_list(), want[column].to_list()):
+            assert abs(a - b) <= BPS_TOLERANCE, (column, a, b)
+
+    spreads = synthetic_run.table("silver/spreads").sort("pair", "event_ts", "coinbase_seq", "binance_seq")
+    want_spreads = want_spreads.sort("pair", "event_ts", "coinbase_seq", "binance_seq")
+    assert spreads.select(want_spreads.columns).to_dicts() == want_spreads.to_dicts()
+
+
+def test_a_stale_feed_while_the_other_venue_moves_gives_no_window(synthetic_run):
+    gold = synthetic_run.table("gold/arb_windows")
+    assert gold.filter(pl.col("pair") == "ETH/USD").height == 0
+    # The decoy is real: Coinbase's ETH/USD mid moved 1.5% while Binance was silent (so the silence mattered).
+    quotes = synthetic_run.table("silver/quotes").filter(pl.col("symbol") == "ETH/USD")
+    assert quotes["bid"].max() / quotes["bid"].min() > Decimal("1.014")
+
+
+def test_a_feed_gap_closes_the_open_window_at_the_gap(synthetic_run):
+    closes = gold_closes(synthetic_run.table("gold/arb_windows")).filter(pl.col("pair") == "ETH/BTC")
+    gap_us = synthetic_run.scenario.windows[2].gap_at_us
+    assert closes.height == 1
+    assert closes["close_reason"][0] == "feed_gap"
+    assert us(closes["end_ts"][0]) == gap_us
+
+
+def test_malformed_records_land_in_dead_letter_with_reasons_and_every_good_quote_reaches_silver(synthetic_run):
+    dead = synthetic_run.table("silver/dead_letter").sort("raw")
+    assert dead.select("raw", "reason").to_dicts() == [
+        {"raw": "not json at all", "reason": "not a JSON event object"},
+        {"raw": next(r for r in synthetic_run.scenario.malformed if r[1] == "binance")[2],
+         "reason": "non-positive price"},
+    ]
+    quotes = synthetic_run.table("silver/quotes")
+    published = sum(1 for r in synthetic_run.records if r.topic_kind.startswith("quotes:"))
+    assert quotes.height == published
+    assert quotes.select("exchange", "seq").n_unique() == published
+
+
+def test_each_open_and_close_is_in_the_alert_log_and_on_the_alerts_topic_once(synthetic_run):
+    lines = [orjson.loads(line) for line in Path(synthetic_run.config.alert_log).read_text().splitlines()]
+    gold = synthetic_run.table("gold/arb_windows")
+    keys = sorted((line["window_id"], line["event"]) for line in lines)
+    assert keys == sorted(zip(gold["window_id"].to_list(), gold["event"].to_list()))
+    topic = consume_all(synthetic_run.settings, synthetic_run.settings.kafka.topics.alerts, min_count=len(lines))
+    assert sorted((orjson.loads(r.value)["window_id"], orjson.loads(r.value)["event"]) for r in topic) == keys
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1.0)
+
+
+def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing_in_silver_and_gold(kafka_broker, tmp_path):
+    from streaming import synthetic
+    from streaming.config import from_settings
+
+    # Arrange: a child `arb stream all`, the first half of a scenario published while it runs.
+    settings = kafka_broker.with_topics(f"k{os.getpid()}{int(time.time()) % 100000}.")
+    settings = dataclasses.replace(settings, data_dir=make_data_dir(tmp_path / "data"))
+    config = from_settings(settings, environ={})
+    env = {**arb_env(settings), "ARB_SPARK_MASTER": "local[2]"}
+    scenario = make_scenario(config.rules, start_us=(time.time_ns() // 1000) - 40 * SECOND, quotes_per_s=80)
+    records = scenario.records()
+    half = len(records) // 2
+    log = (tmp_path / "stream.log").open("w")
+    child = subprocess.Popen([str(Path(os.sys.executable).parent / "arb"), "stream", "all"], env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        synthetic.publish(records[:half], settings.kafka.client_config(), settings.kafka.topics)
+        wait_for(lambda: read_delta(config.table("silver/quotes")).height > 0
+                 and read_delta(config.table("silver/spreads")).height > 0, 300, "the first batches")
+        # Act: SIGKILL mid-run, publish the rest, restart and catch up.
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    synthetic.publish(records[half:], settings.kafka.client_config(), settings.kafka.topics)
+    rerun = subprocess.run([str(Path(os.sys.executable).parent / "arb"), "stream", "all", "--available-now"],
+                           env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    assert rerun.returncode == 0, (tmp_path / "stream.log").read_text()[-5000:]
+
+    # Assert: silver and bronze hold each Kafka record once; gold holds each window event once, as injected.
+    topics = settings.kafka.topics
+    kafka_quotes = [r for ex in ("coinbase", "binance") for r in consume_all(settings, topics.quotes(ex))]
+    quotes = read_delta(config.table("silver/quotes"))
+    good = [orjson.loads(r.value) for r in kafka_quotes if r.key != "bad"]
+    assert sorted(zip(quotes["exchange"], quotes["seq"])) == sorted((q["exchange"], q["seq"]) for q in good)
+    bronze = pl.concat([read_delta(config.table("bronze/coinbase")), read_delta(config.table("bronze/binance"))])
+    assert sorted(zip(bronze["topic"], bronze["partition"], bronze["offset"])) == sorted(
+        (r.topic, r.partition, r.offset) for r in kafka_quotes)
+    gold = read_delta(config.table("gold/arb_windows"))
+    assert gold.select("window_id", "event").n_unique() == gold.height
+    closes = gold_closes(gold)
+    assert sorted(zip(closes["pair"], closes["direction"], closes["close_reason"])) == sorted(
+        (t["pair"], t["direction"], t["close_reason"]) for t in scenario.truth(records))
+    lines = [orjson.loads(x) for x in Path(config.alert_log).read_text().splitlines()]
+    assert len({(x["window_id"], x["event"]) for x in lines}) == len(lines) == gold.height
