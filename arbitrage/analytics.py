@@ -8,8 +8,10 @@ Definitions (every engine follows them; money is rounded HALF_UP to 12 places, p
 - Candle of (exchange, symbol, minute [start, end)): the trades with start <= event_ts < end. open / close = price
   of the first / last trade in (event_ts, seq, trade_id) order, high / low, volume = sum of sizes,
   vwap = sum(price * size) / volume, trades = count.
-- Mid bar of (exchange, symbol, [start, start + bar_s)): the valid quotes in it: open / close mid (same order, by
-  seq), high / low mid, mid_sum (exact) and quotes (count).
+- Mid bar of (exchange, symbol, [start, start + bar_s)): the valid quotes in it: open / close mid in
+  (event_ts, seq, offset) order, high / low mid, mid_sum (exact) and quotes (count). `offset` is the quote's Kafka
+  offset: a symbol's records share one partition, so it is arrival order, the tie-break where the exchange gives no
+  sequence (Coinbase level2).
 - Moving average at the end e of a mid bar: the mean mid of every quote in [e - ma_window_s, e) (tick-weighted,
   exactly sum(mid_sum) / sum(quotes) over the bars in that range). Slide = bar_s (1 minute by default).
 - Hourly change at the end e of a mid bar: close of that bar against the open of the earliest bar starting in

@@ -8,7 +8,7 @@ input scale) with the same rounding helpers as every other engine.
 
 Inputs: `exchange`, `symbol`, `event_ts` (datetime[us, UTC]), `seq` and
 - trades: `price`, `size` (pl.Decimal), `trade_id`;
-- quotes: `bid`, `ask` (pl.Decimal), `is_crossed` (optional).
+- quotes: `bid`, `ask` (pl.Decimal), `is_crossed` and `offset` (the Kafka offset, optional: the last tie-break).
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def _us(column: str = "event_ts") -> pl.Expr:
 
 
 def mids(quotes: pl.DataFrame) -> pl.DataFrame:
-    """Valid, uncrossed quotes -> `exchange, symbol, t_us, seq, mid` (mid rounded HALF_UP to 12 places)."""
+    """Valid, uncrossed quotes -> `exchange, symbol, t_us, seq, offset, mid` (mid rounded HALF_UP to 12 places)."""
     frame = quotes
     if "is_crossed" in frame.columns:
         frame = frame.filter(~pl.col("is_crossed"))
     frame = frame.filter(pl.col("bid") <= pl.col("ask"))
     mid = ((pl.col("bid").cast(WORK) + pl.col("ask").cast(WORK)) / 2).round(12, mode="half_away_from_zero")
-    return frame.select("exchange", "symbol", _us().alias("t_us"), "seq", mid.cast(MONEY).alias("mid"))
+    offset = pl.col("offset") if "offset" in frame.columns else pl.lit(0, pl.Int64).alias("offset")
+    return frame.select("exchange", "symbol", _us().alias("t_us"), "seq", offset, mid.cast(MONEY).alias("mid"))
 
 
 def candles(trades: pl.DataFrame, config: AnalyticsConfig) -> pl.DataFrame:
@@ -88,7 +89,7 @@ def moving_averages(quotes: pl.DataFrame, config: AnalyticsConfig) -> pl.DataFra
     bar = config.bar_s * SECOND_US
     joined = _bar_ends(m, config).join(m, on=["exchange", "symbol"], how="inner").filter(
         (pl.col("t_us") >= pl.col("end_us") - width) & (pl.col("t_us") < pl.col("end_us")))
-    ordered = joined.sort(["exchange", "symbol", "end_us", "t_us", "seq"], nulls_last=False)
+    ordered = joined.sort(["exchange", "symbol", "end_us", "t_us", "seq", "offset"], nulls_last=False)
     grouped = ordered.group_by(["exchange", "symbol", "end_us"], maintain_order=True).agg(
         pl.col("mid").sum().alias("_sum"), pl.len().alias("quotes"),
         pl.col("mid").filter(pl.col("t_us") >= pl.col("end_us") - bar).last().alias("last_mid"),
@@ -112,7 +113,7 @@ def hourly_changes(quotes: pl.DataFrame, config: AnalyticsConfig) -> pl.DataFram
     joined = _bar_ends(m, config).join(m, on=["exchange", "symbol"], how="inner").with_columns(
         (pl.col("t_us") - pl.col("t_us") % bar).alias("bar_start")
     ).filter((pl.col("bar_start") >= pl.col("end_us") - look_back) & (pl.col("t_us") < pl.col("end_us")))
-    ordered = joined.sort(["exchange", "symbol", "end_us", "t_us", "seq"], nulls_last=False)
+    ordered = joined.sort(["exchange", "symbol", "end_us", "t_us", "seq", "offset"], nulls_last=False)
     grouped = ordered.group_by(["exchange", "symbol", "end_us"], maintain_order=True).agg(
         pl.col("mid").first().alias("base"), pl.col("bar_start").first().alias("base_ts_us"),
         pl.col("mid").last().alias("last"),

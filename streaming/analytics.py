@@ -83,11 +83,12 @@ def valid_trades(events: DataFrame) -> DataFrame:
 
 
 def valid_mids(events: DataFrame) -> DataFrame:
-    """Parsed events -> the mid of every valid, uncrossed quote (rounded HALF_UP to 12 places)."""
+    """Parsed events -> the mid of every valid, uncrossed quote (rounded HALF_UP to 12 places), with its order keys
+    (event_ts, seq, Kafka offset: the tie-break where the exchange gives no sequence)."""
     quotes = events.where((F.col("kind") == "quote") & F.col("reason").isNull() & ~F.col("is_crossed"))
     position = F.concat_ws(":", "topic", F.col("partition").cast("string"), F.col("offset").cast("string"))
     return quotes.select(
-        "exchange", "symbol", "event_ts", "seq",
+        "exchange", "symbol", "event_ts", "seq", "offset",
         F.round((F.col("bid") + F.col("ask")) / 2, 12).cast(MONEY).alias("mid"),
         F.coalesce(F.col("seq").cast("string"), position).alias("dedupe_id"),
     )
@@ -117,9 +118,9 @@ def trade_levels(trades: DataFrame, config: AnalyticsConfig) -> DataFrame:
 
 
 def mid_bars(mids: DataFrame, width_s: int) -> DataFrame:
-    """Watermarked mids -> one bar per (exchange, symbol, window): open/close mid (by time, then seq), high, low,
+    """Watermarked mids -> one bar per (exchange, symbol, window): open/close mid (by time, seq, offset), high, low,
     exact sum of mids and count."""
-    order = F.struct(F.col("event_ts"), F.col("seq"))
+    order = F.struct(F.col("event_ts"), F.col("seq"), F.col("offset"))
     grouped = mids.groupBy("exchange", "symbol", F.window("event_ts", f"{width_s} seconds"))
     bars = grouped.agg(
         F.min_by("mid", order).alias("open"), F.max("mid").alias("high"), F.min("mid").alias("low"),
@@ -138,7 +139,7 @@ def crash_bars(mids: DataFrame, config: AnalyticsConfig) -> DataFrame:
     live price line."""
     grouped = mids.groupBy("exchange", "symbol", F.window("event_ts", f"{config.crash_bucket_s} seconds"))
     bars = grouped.agg(F.max("mid").alias("high"), F.min("mid").alias("low"),
-                       F.max_by("mid", F.struct(F.col("event_ts"), F.col("seq"))).alias("close"))
+                       F.max_by("mid", F.struct(F.col("event_ts"), F.col("seq"), F.col("offset"))).alias("close"))
     return bars.select("exchange", "symbol", F.unix_micros(F.col("window.start")).alias("bucket_us"), "high", "low",
                        "close")
 

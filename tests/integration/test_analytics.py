@@ -108,7 +108,7 @@ def kafka_frame(settings, kind: str) -> pl.DataFrame:
             t = e["ts_event_us"] if e["ts_event_us"] is not None else e["ts_recv_us"]
             row = {"exchange": e["exchange"], "symbol": e["symbol"],
                    "event_ts": datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t),
-                   "seq": e["seq"],
+                   "seq": e["seq"], "offset": record.offset,
                    # the jobs' dedupe key: the sequence, or where the record sits when the exchange gives none
                    "dedupe_id": str(e["seq"]) if e["seq"] is not None
                    else f"{record.topic}:{record.partition}:{record.offset}"}
@@ -119,7 +119,8 @@ def kafka_frame(settings, kind: str) -> pl.DataFrame:
                 row.update(bid=bid, ask=ask, is_crossed=bid > ask)
             rows.append(row)
     money = pl.Decimal(30, 12)
-    schema = {"exchange": pl.String, "symbol": pl.String, "event_ts": pl.Datetime("us", "UTC"), "seq": pl.Int64}
+    schema = {"exchange": pl.String, "symbol": pl.String, "event_ts": pl.Datetime("us", "UTC"), "seq": pl.Int64,
+              "offset": pl.Int64}
     if kind == "trades":
         schema.update(price=money, size=money, trade_id=pl.String)
         key = ["exchange", "symbol", "trade_id"]
