@@ -95,6 +95,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                           partitions=len(existing[spec.name].partitions), expected=spec.partitions)
         missing = [s for s in specs if s.name not in existing]
         if not missing:
+            _wait_for_leaders(admin, created, deadline)
             return created
         futures = admin.create_topics(
             [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=s.configs)
@@ -116,10 +117,24 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                     raise KafkaError(f"cannot create topic {name}: {error.str()}") from None
                 retry = True
         if not retry:
+            _wait_for_leaders(admin, created, deadline)
             return created
         if time.monotonic() > deadline:
             raise KafkaError(f"timed out creating topics on {settings.kafka.bootstrap}")
         time.sleep(0.5)
+
+
+def _wait_for_leaders(admin, names: list[str], deadline: float) -> None:
+    """Block until every partition of `names` has a leader in the broker's metadata (which may lag the controller's
+    answer to CreateTopics): then the topics can be used at once."""
+    while names:
+        topics = admin.list_topics(timeout=5).topics
+        if all(n in topics and topics[n].partitions and all(p.leader >= 0 for p in topics[n].partitions.values())
+               for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topics {', '.join(names)} created but without partition leaders")
+        time.sleep(0.1)
 
 
 def wait_until_reachable(kafka: KafkaSettings, timeout_s: float) -> int:
@@ -418,7 +433,7 @@ class EmbeddedKafka:
         log_event(log, "ready", bootstrap=cfg.bootstrap)
 
     def stop(self) -> bool:
-        """SIGTERM the broker, wait for its clean shutdown, SIGKILL it after the timeout. False if it was not running."""
+        """SIGTERM the broker, wait for its clean shutdown, SIGKILL it after a timeout; False if it was not running."""
         pid = self.pid()
         if pid is None:
             self.config.pid_file.unlink(missing_ok=True)

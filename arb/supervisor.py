@@ -380,26 +380,31 @@ class Supervisor:
 
 
 def summarize_metrics(stem: str, m: dict, now: float) -> str:
-    """One short text from a metrics file (docs/DATA_MODEL.md, 'Live metrics files')."""
+    """One short text from a metrics file (docs/DATA_MODEL.md, 'Live metrics files'); missing or odd values read 0."""
     updated = epoch_seconds(m.get("updated_ts"))
     stale = updated is not None and now - updated > 10
     if stem.startswith("producer-"):
-        text = (f"{'connected' if m.get('connected') else 'DISCONNECTED'} {m.get('frames_per_s', 0):,.0f} frames/s "
-                f"{m.get('events_per_s', 0):,.0f} events/s invalid {m.get('invalid', 0)} gaps {m.get('gaps', 0)} "
-                f"reconnects {m.get('reconnects', 0)}")
+        state = "connected" if m.get("connected") else "DISCONNECTED"
+        text = (f"{state} {_num(m.get('frames_per_s')):,.0f} frames/s "
+                f"{_num(m.get('events_per_s')):,.0f} events/s invalid {_num(m.get('invalid')):,.0f} "
+                f"gaps {_num(m.get('gaps')):,.0f} reconnects {_num(m.get('reconnects')):,.0f}")
     elif stem.startswith("stream-"):
-        text = (f"{stem[len('stream-'):]}: batch {m.get('batch_id')} {m.get('input_rows_per_s') or 0:,.0f} rows/s "
-                f"{m.get('batch_duration_ms') or 0:,.0f} ms")
+        text = (f"{stem[len('stream-'):]}: batch {m.get('batch_id')} {_num(m.get('input_rows_per_s')):,.0f} rows/s "
+                f"{_num(m.get('batch_duration_ms')):,.0f} ms")
         if m.get("detection_p99_ms") is not None:
-            text += f" detection p99 {m['detection_p99_ms']:,.0f} ms"
+            text += f" detection p99 {_num(m.get('detection_p99_ms')):,.0f} ms"
     elif stem == "emulator":
-        clients = m.get("clients", 0)
+        clients = m.get("clients")
         if isinstance(clients, dict):  # per exchange
-            clients = sum(n for n in clients.values() if isinstance(n, int))
-        text = f"{m.get('frames_sent', 0):,} frames sent, {clients} clients"
+            clients = sum(_num(n) for n in clients.values())
+        text = f"{_num(m.get('frames_sent')):,.0f} frames sent, {_num(clients):,.0f} clients"
     else:
         text = stem
     return text + (" (stale)" if stale else "")
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def epoch_seconds(value: object) -> float | None:
@@ -532,7 +537,8 @@ class PreflightError(RuntimeError):
 def _preflight(plan: list[Component], settings: Settings) -> list[Component]:
     """Drop what cannot or need not run (a command this build lacks, a broker already running); fail on busy ports
     or an external cluster that does not answer, before anything starts."""
-    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, KafkaError, ensure_topics, port_in_use, wait_until_reachable
+    from arb.kafka import (EmbeddedKafka, EmbeddedKafkaConfig, KafkaError, ensure_topics, port_in_use,
+                           wait_until_reachable)
 
     commands = available_commands()
     for component in plan:

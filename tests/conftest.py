@@ -74,7 +74,8 @@ class Record:
     timestamp_ms: int
 
 
-def consume_all(kafka: KafkaSettings | Settings, topic: str, min_count: int = 0, timeout_s: float = 30.0) -> list[Record]:
+def consume_all(kafka: KafkaSettings | Settings, topic: str, min_count: int = 0,
+                timeout_s: float = 30.0) -> list[Record]:
     """Every record in `topic` from the beginning, in (partition, offset) order.
 
     Reads up to the end offsets seen when called; with `min_count`, keeps waiting (up to `timeout_s`) until the topic

@@ -85,7 +85,8 @@ def test_producing_to_an_unknown_topic_fails_instead_of_creating_it(kafka_broker
     del producer
 
     assert len(errors) == 1 and errors[0] is not None
-    assert "no.such.topic" not in AdminClient(kafka_broker.settings.kafka.client_config()).list_topics(timeout=10).topics
+    admin = AdminClient(kafka_broker.settings.kafka.client_config())
+    assert "no.such.topic" not in admin.list_topics(timeout=10).topics
 
 
 def test_start_twice_is_refused_and_the_first_broker_keeps_running(kafka_broker):

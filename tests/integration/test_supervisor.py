@@ -101,13 +101,14 @@ def test_up_starts_kafka_emulator_and_both_producers_and_quotes_reach_kafka(stac
           90, "quotes counted by both producers", stack)
 
     topics = stack.settings.kafka.topics
-    quotes = {x: consume_all(stack.settings, topics.quotes(x), min_count=1, timeout_s=30) for x in ("coinbase", "binance")}
+    quotes = {x: consume_all(stack.settings, topics.quotes(x), min_count=1, timeout_s=30)
+              for x in ("coinbase", "binance")}
 
     assert set(stack.pids()) == {"kafka", "emulator", "producer-coinbase", "producer-binance"}
     assert all(len(records) > 0 for records in quotes.values())
     assert f"kafka       127.0.0.1:{stack.settings.kafka.embedded_port} (embedded)" in stack.out()
-    _wait(lambda: re.search(r"topics +coinbase\.quotes [1-9][\d,]*/s", stack.out()), 30, "a status line with topic rates",
-          stack)
+    rates = re.compile(r"topics +coinbase\.quotes [1-9][\d,]*/s")
+    _wait(lambda: rates.search(stack.out()), 30, "a status line with topic rates", stack)
 
 
 def test_a_killed_producer_is_restarted_with_a_new_pid(stack):

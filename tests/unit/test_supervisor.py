@@ -68,6 +68,12 @@ def test_producer_metrics_summary_shows_rates_and_counters():
     assert text == "connected 1,520 frames/s 1,498 events/s invalid 2 gaps 0 reconnects 1"
 
 
+def test_missing_or_null_metrics_read_as_zero_instead_of_failing():
+    text = summarize_metrics("producer-coinbase", {"connected": False, "frames_per_s": None}, now=0.0)
+
+    assert text == "DISCONNECTED 0 frames/s 0 events/s invalid 0 gaps 0 reconnects 0"
+
+
 def test_old_metrics_are_marked_stale():
     text = summarize_metrics("emulator", {"frames_sent": 12345, "clients": 2, "updated_ts": 1000.0}, now=1030.0)
 
