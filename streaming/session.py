@@ -57,6 +57,8 @@ def spark_conf(config: SparkConfig) -> dict[str, str]:
         "spark.sql.streaming.metricsEnabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.python.worker.reuse": "true",
+        # Python workers connect back within this; 15 s (the default) is not enough on an overloaded 2-core box.
+        "spark.python.authenticate.socketTimeout": "120s",
         # Python workers run the driver's interpreter (the venv: pandas, pyarrow, arbitrage).
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
