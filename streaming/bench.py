@@ -15,6 +15,7 @@ WebSocket -> producer hop is `arb bench ingest`). Reported:
 from __future__ import annotations
 
 import argparse
+import logging
 import dataclasses
 import json
 import os
@@ -39,7 +40,37 @@ def register_bench(subparsers: Any) -> None:
     parser.add_argument("--silver-state-store", choices=("hdfs", "rocksdb"), default=None)
     parser.add_argument("--watermark-ms", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    parser.add_argument("--compare-state-stores", action="store_true",
+                        help="instead: the silver dedupe over the same backlog with the hdfs and the rocksdb store")
     parser.set_defaults(handler=run)
+
+
+def _tree(root_pid: int) -> list[list[str]]:
+    """/proc/<pid>/stat fields (after the command) of a process and all its descendants."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stats[int(entry)] = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    out, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        if pid in stats:
+            out.append(stats[pid])
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def _cpu_s(root_pid: int) -> float:
+    """User + system CPU seconds of a process tree (the stable figure on a shared machine)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f[11]) + int(f[12]) for f in _tree(root_pid)) / ticks
 
 
 def _rss_mb(root_pid: int) -> float:
@@ -70,6 +101,22 @@ def _pct(values: list[float], q: float) -> float | None:
 
     v = percentile(values, q)
     return None if v is None else round(v, 1)
+
+
+class SinkTimings(logging.Handler):
+    """Collects the hot-path sink's per-batch timings (its DEBUG `batch` log events)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.rows: list[dict[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "batch":
+            self.rows.append({k: v for k, v in record.__dict__.items() if k.endswith("_ms")})
+
+    def mean(self) -> dict[str, int]:
+        keys = sorted({k for row in self.rows for k in row})
+        return {k: round(sum(r.get(k, 0) for r in self.rows) / max(1, len(self.rows))) for k in keys}
 
 
 class SilverLatency:
@@ -124,7 +171,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from arb.logs import setup_logging
 
     setup_logging("WARNING")
-    result = measure(args, settings)
+    result = compare_state_stores(args, settings) if args.compare_state_stores else measure(args, settings)
     if args.json:
         print(json.dumps(result))
     else:
@@ -202,6 +249,10 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         silver = SilverLatency(config.table("silver/quotes"))
         silver.prime()
         detection = DetectionLatency(size=100_000)  # measured period only
+        sink_timings = SinkTimings()
+        sink_log = logging.getLogger("streaming.sink")
+        sink_log.setLevel(logging.DEBUG)
+        sink_log.addHandler(sink_timings)
         listener.detection = detection
         opened.clear()
         start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * 20)  # generation time
@@ -221,6 +272,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.monotonic()
+        cpu0 = _cpu_s(os.getpid())
         synthetic.publish(records, client, bench_settings.kafka.topics, realtime=True)
         publish_s = time.monotonic() - t0
         # Let the pipeline drain: the last window's OPEN and the last silver files.
@@ -231,8 +283,13 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         done.set()
         sampler.join()
         silver.poll()
-        return _report(args, listener.progress[progress_from:], detection, silver, opened, truth, rules,
-                       publish_s, len(records), peak[0], parse_iso_us)
+        cpu = _cpu_s(os.getpid()) - cpu0
+        report = _report(args, listener.progress[progress_from:], detection, silver, opened, truth, rules,
+                         publish_s, len(records), peak[0], parse_iso_us)
+        report["cpu_s"] = round(cpu, 1)
+        report["hotpath_sink_mean_ms"] = sink_timings.mean()
+        report["cpu_ms_per_quote"] = round(cpu * 1000 / max(1, len(records)), 3)
+        return report
     finally:
         for query in queries:
             try:
@@ -324,3 +381,55 @@ def _report(args, progress, detection, silver, opened, truth, rules, publish_s, 
         "peak_rss_mb": round(peak_rss),
         "python": sys.version.split()[0],
     }
+
+
+def compare_state_stores(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The silver query (parse + dropDuplicatesWithinWatermark + Delta) over one backlog, once per state store.
+
+    `rate * duration` quotes are published first; each store then reads them with availableNow in batches of
+    `rate` records. Reported per store: state operator time per batch (update + commit) and batch time.
+    """
+    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
+    from arb.settings import KafkaSettings
+    from streaming import jobs, synthetic
+    from streaming.config import from_settings
+    from streaming.session import create_session
+
+    tmp = Path(tempfile.mkdtemp(prefix="arb-bench-stores-"))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    (data_dir / "jars").symlink_to(settings.jars_dir.resolve(), target_is_directory=True)
+    kafka = KafkaSettings(embedded_port=_free_port(), embedded_controller_port=_free_port())
+    bench_settings = dataclasses.replace(settings, data_dir=data_dir, kafka=kafka)
+    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
+    broker.start()
+    out: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "machine": f"{platform.node()} {os.cpu_count()} cores", "records": 0}
+    try:
+        ensure_topics(bench_settings)
+        config = from_settings(bench_settings, environ={})
+        records = _scenario(config.rules, time.time_ns() // 1000 - int(args.duration * 1e6) - 5_000_000,
+                            args.duration, args.rate).records()
+        out["records"] = synthetic.publish(records, bench_settings.kafka.client_config(),
+                                           bench_settings.kafka.topics)
+        spark = create_session(config.spark)
+        for store in ("hdfs", "rocksdb"):
+            job = dataclasses.replace(config.silver, state_store=store, max_offsets_per_trigger=int(args.rate))
+            cfg = config.replace(silver=job, lake=f"{config.lake}-{store}", checkpoints=f"{config.checkpoints}-{store}")
+            query = jobs.start(spark, cfg, "silver", available_now=True)
+            query.awaitTermination()
+            progress = [p for p in query.recentProgress if p.get("numInputRows")]
+            state = [op.get("allUpdatesTimeMs", 0) + op.get("commitTimeMs", 0)
+                     for p in progress[1:] for op in p.get("stateOperators", [])]
+            batch = [p["durationMs"].get("triggerExecution", 0) for p in progress[1:]]
+            out[store] = {"batches": len(progress), "state_ms_p50": _pct(state, 50), "state_ms_p99": _pct(state, 99),
+                          "batch_ms_p50": _pct(batch, 50), "batch_ms_p99": _pct(batch, 99),
+                          "load_avg_1m": round(os.getloadavg()[0], 2)}
+        spark.stop()
+        return out
+    finally:
+        broker.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
