@@ -20,7 +20,6 @@ import polars as pl
 import pytest
 
 from arb.alerts import AlertSinks, KafkaSink, LogSink
-from arb.settings import REPO_ROOT
 from arbitrage import analytics_oracle as oracle
 from arbitrage.analytics import SECOND_US, AnalyticsConfig, Candle, FlashCrash, HourlyChange, MovingAverage, Premium
 from producers.cli import default_symbols
@@ -44,20 +43,6 @@ SCENARIO = {
     "moves": [{"pair": "BTC/USD", "at_s": CRASH_AT_S, "duration_s": CRASH_S, "pct": -3.0, "kind": "crash",
                "label": "scripted crash -3% over 30 s"}],
 }
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from streaming.config import SparkConfig
-    from streaming.session import create_session
-
-    session = create_session(SparkConfig(
-        master="local[2]", app_name="test-analytics", jars_dir=str(REPO_ROOT / "data" / "jars" / "spark"),
-        shuffle_partitions=2, driver_memory="1g",
-        extra={"spark.sql.streaming.numRecentProgressUpdates": "1000"},
-    ))
-    yield session
-    session.stop()
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:
@@ -248,7 +233,9 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
     emitted_us = int(datetime.fromisoformat(alert["emitted_ts"].replace("Z", "+00:00")).timestamp() * SECOND_US)
     latency_s = (emitted_us - crash_ts_us - bucket) / SECOND_US
     print(f"flash-crash alert {latency_s:.1f} s after its 1-second bucket closed")
-    assert latency_s < 60  # a sanity bound: on this shared 2-core machine, batches queue behind other work
+    # A sanity bound (an alert held back to the end of the stream would break it), not the latency target: on this
+    # shared 2-core machine batches queue behind other work (5-8 s at load 11-15, 46 s at load 21).
+    assert latency_s < 90
     on_topic = [orjson.loads(r.value) for r in consume_all(settings, settings.kafka.topics.alerts)]
     assert [a["alert_id"] for a in on_topic if a["type"] == "flash_crash"] == [alert["alert_id"]]
 
