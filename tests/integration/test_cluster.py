@@ -159,6 +159,7 @@ def run_stream(settings, master: str, log: Path, job: str = "gold", timeout_s: f
     return time.monotonic() - started
 
 
+@pytest.mark.timeout(1200)  # three JVMs and a Spark application on 2 shared cores
 def test_gold_windows_on_a_standalone_cluster_equal_the_local_run_and_the_truth(spark, kafka_broker, tmp_path):
     from streaming import jobs, synthetic
     from streaming.config import from_settings
