@@ -64,8 +64,6 @@ log = logging.getLogger("streaming.analytics")
 MONEY = DecimalType(30, 12)
 SUM = DecimalType(38, 12)
 JOBS = ("analytics_candles", "analytics_mid", "analytics_crash")
-TABLES = ("gold/candles_1m", "gold/mid_bars", "gold/mid_ma_5m", "gold/hourly_change", "gold/premium",
-          "gold/crash_bars")
 JOB_CONFIG = {
     # Minute bars: a batch every 10 s is plenty, and leaves the cores to the crash query (and the hot path).
     "analytics_candles": JobConfig(trigger="10 seconds", state_store="rocksdb"),
