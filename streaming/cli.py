@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -27,6 +28,31 @@ TARGETS = {
 }
 
 log = logging.getLogger("streaming")
+
+MAX_RESTARTS = 5
+# Spark gives a Python worker a fixed 10 s to connect back (PythonWorkerFactory); an overloaded machine misses it.
+TRANSIENT_ERRORS = ("Python worker failed to connect back", "CANNOT_OPEN_SOCKET")
+
+
+def is_transient(error: Any) -> bool:
+    return any(text in str(error) for text in TRANSIENT_ERRORS)
+
+
+def wait_for_queries(spark: Any, queries: list[Any], available_now: bool) -> None:
+    """Until every query ends (available-now) or any one ends (long-running); failures are read afterwards."""
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        if available_now:
+            for query in queries:
+                try:
+                    query.awaitTermination()
+                except StreamingQueryException:
+                    pass
+        else:
+            spark.streams.awaitAnyTermination()
+    except StreamingQueryException:
+        pass
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     spark.streams.addListener(MetricsListener(config.metrics_dir, detection))
 
     queries = []
+    restart: dict[str, Any] = {}  # query name -> how to start it again (our jobs; analytics owns its queries)
     for job in TARGETS[args.job]:
         if job == "analytics":
             from streaming import analytics
@@ -72,25 +99,40 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kwargs: dict[str, Any] = {}
         if job == "hotpath":
             kwargs = {"on_alerts": detection.on_alerts, "kafka_client": settings.kafka.client_config()}
-        queries.append(jobs.start(spark, config, job, available_now=args.available_now, **kwargs))
+        start = functools.partial(jobs.start, spark, config, job, available_now=args.available_now, **kwargs)
+        query = start()
+        queries.append(query)
+        restart[query.name] = start
         log_event(log, "query_started", job=job, checkpoint=config.checkpoint(job), lake=config.lake,
                   available_now=args.available_now, master=config.spark.master)
 
+    stopping = False
+
     def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
         log_event(log, "stopping", signal=signum)
         for query in queries:
             query.stop()
 
     signal.signal(signal.SIGTERM, stop)
-    try:
-        if args.available_now:
-            for query in queries:
-                query.awaitTermination()
-        else:
-            spark.streams.awaitAnyTermination()
-    except KeyboardInterrupt:
-        stop(signal.SIGINT, None)
-    failed = [q for q in queries if q.exception() is not None]
+    restarts = 0
+    while True:
+        try:
+            wait_for_queries(spark, queries, args.available_now)
+        except KeyboardInterrupt:
+            stop(signal.SIGINT, None)
+        failed = [q for q in queries if not q.isActive and q.exception() is not None]
+        transient = [q for q in failed if q.name in restart and is_transient(q.exception())]
+        if stopping or not failed or len(transient) < len(failed) or restarts >= MAX_RESTARTS:
+            break
+        # A restart resumes from the checkpoint: nothing is lost or written twice.
+        restarts += 1
+        for query in transient:
+            log_event(log, "query_restarting", level=logging.WARNING, job=query.name, attempt=restarts,
+                      error=str(query.exception())[:300])
+            queries[queries.index(query)] = restart[query.name]()
+        spark.streams.resetTerminated()
     for query in failed:
         log_event(log, "query_failed", level=logging.ERROR, job=query.name, error=str(query.exception())[:2000])
     for query in queries:
