@@ -190,7 +190,7 @@ def check_end_to_end(run: Run, config, figures: dict) -> None:
     assert sorted(gold.filter(pl.col("event") == "OPEN")["window_id"]) == sorted(closes["window_id"])
     injected = run.truth["windows"]
     covered = Counter()
-    for row in closes.iter_rows(named=True):
+    for row in closes.sort("start_ts").iter_rows(named=True):
         # No false window: each one found lies within an injected window of its pair and direction. A window cut by
         # a disconnect, gap or stale feed closes at once and may open again: several pieces of one injected window.
         start, end = _us(row["start_ts"]), _us(row["end_ts"])
