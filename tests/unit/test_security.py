@@ -249,6 +249,26 @@ def test_a_run_with_fake_secrets_leaves_no_trace_in_output_logs_or_metrics(tmp_p
     assert leaks(outputs) == [] and leaks(written) == []
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_arb_stream_with_a_fake_sasl_password_leaves_no_trace_in_logs_metrics_or_checkpoints(tmp_path):
+    # The Spark Kafka source gets the password inside sasl.jaas.config; nobody serves the cluster, so the query
+    # starts, plans and retries until it is stopped.
+    data_dir = make_data_dir(tmp_path / "data")
+    settings = Settings(data_dir=data_dir, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    env = {**secret_env(settings, webhook_port=free_port()), "ARB_SPARK_MASTER": "local[1]"}
+    process = subprocess.Popen([ARB, "stream", "gold", "--log-level", "DEBUG"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (data_dir / "checkpoints" / "hotpath").exists() or process.poll() is not None, 600,
+                 what="the hot-path query to start")
+        time.sleep(20)  # a few rounds of the Kafka client failing to connect
+    finally:
+        out, err = stop(process)
+    assert "query_started" in err
+    assert leaks({"stdout": out, "stderr": err}) == [] and leaks(files_under(data_dir)) == []
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
