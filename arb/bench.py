@@ -16,10 +16,4 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure throughput and latency (see docs/BENCHMARKS.md)")
     bench = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the team builds the modules; removed before release
-            if exc.name == name:
-                continue
-            raise
-        module.register_bench(bench)
+        importlib.import_module(name).register_bench(bench)

@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="arb", description="Cross-exchange arbitrage detector (Coinbase / Binance).")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the team builds the modules; removed before release
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
