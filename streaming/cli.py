@@ -38,21 +38,23 @@ def is_transient(error: Any) -> bool:
     return any(text in str(error) for text in TRANSIENT_ERRORS)
 
 
-def wait_for_queries(spark: Any, queries: list[Any], available_now: bool) -> None:
-    """Until every query ends (available-now) or any one ends (long-running); failures are read afterwards."""
+def wait_for_queries(spark: Any, queries: list[Any], available_now: bool, stop_requested: Any) -> None:
+    """Until every query ends (available-now), any one ends (long-running) or `stop_requested()` turns true.
+
+    Waits in short timed slices: a signal handler must not call into the JVM while this thread is inside a py4j
+    call (py4j answers with "reentrant call" errors), so the handler only sets a flag that is read here.
+    """
     from pyspark.errors import StreamingQueryException
 
-    try:
-        if available_now:
-            for query in queries:
-                try:
-                    query.awaitTermination()
-                except StreamingQueryException:
-                    pass
-        else:
-            spark.streams.awaitAnyTermination()
-    except StreamingQueryException:
-        pass
+    while not stop_requested():
+        try:
+            if available_now:
+                if all(query.awaitTermination(1) or not query.isActive for query in queries):
+                    return
+            elif spark.streams.awaitAnyTermination(1):
+                return
+        except StreamingQueryException:
+            return
 
 
 def register(subparsers: Any) -> None:
@@ -109,17 +111,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
+        # Only a flag: the main thread may be inside a py4j call (see wait_for_queries); it stops the queries.
         nonlocal stopping
         stopping = True
         log_event(log, "stopping", signal=signum)
-        for query in queries:
-            query.stop()
 
     signal.signal(signal.SIGTERM, stop)
     restarts = 0
     while True:
         try:
-            wait_for_queries(spark, queries, args.available_now)
+            wait_for_queries(spark, queries, args.available_now, lambda: stopping)
         except KeyboardInterrupt:
             stop(signal.SIGINT, None)
         failed = [q for q in queries if not q.isActive and q.exception() is not None]

@@ -34,6 +34,7 @@ class SparkConfig:
     driver_memory: str = "2g"
     ui_enabled: bool = False
     log_level: str = "WARN"
+    driver_host: str = "127.0.0.1"  # where a local driver listens (ARB_HOST); a cluster's executors need a reachable one
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -111,6 +112,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
     spark = SparkConfig(
         master=env.get("ARB_SPARK_MASTER") or "local[*]",
         jars_dir=str(settings.jars_dir / "spark"),
+        driver_host=settings.host,
     )
     hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb")
     try:

@@ -66,6 +66,10 @@ def spark_conf(config: SparkConfig) -> dict[str, str]:
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.sql.streaming.minBatchesToRetain": "20",
     }
+    if config.master.startswith("local"):
+        # The driver's RPC and block manager otherwise listen on the machine's address; locally nothing needs that.
+        conf["spark.driver.bindAddress"] = config.driver_host
+        conf["spark.driver.host"] = config.driver_host
     conf.update(config.extra)
     return conf
 

@@ -113,8 +113,6 @@ def test_every_server_defaults_to_127_0_0_1(tmp_path):
     assert (dashboard.host or settings.host) == "127.0.0.1"
 
 
-@pytest.mark.xfail(reason="streaming/session.py sets no spark.driver.bindAddress: a local Spark driver's RPC and "
-                          "block manager listen on the machine's address (seen: 192.0.2.2); owner: streaming", strict=True)
 def test_a_local_spark_driver_binds_127_0_0_1():
     from streaming.config import SparkConfig
     from streaming.session import spark_conf
