@@ -74,6 +74,7 @@ class StreamingConfig:
     # A timestamp more than this far ahead of the receive time, or this far behind it, is rejected to dead letter.
     max_future_ms: int = 5_000
     max_age_ms: int = 7 * 24 * 3600 * 1000
+    alert_webhook_url: str | None = field(default=None, repr=False)  # ARB_ALERT_WEBHOOK_URL: a secret
 
     def table(self, name: str) -> str:
         """Location of a Delta table, e.g. `table("silver/quotes")`."""
@@ -123,6 +124,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,
         checkpoints=env.get("ARB_CHECKPOINT_DIR") or settings.checkpoint_dir,
         alert_log=str(settings.alert_log),
+        alert_webhook_url=env.get("ARB_ALERT_WEBHOOK_URL") or None,
         metrics_dir=str(settings.run_dir / "metrics"),
         kafka_options=kafka_options(settings),
         topics=settings.kafka.topics,

@@ -97,7 +97,7 @@ def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: b
     if config.hotpath.state_store != "rocksdb":
         raise ConfigError("the hot path runs transformWithStateInPandas, which needs the rocksdb state store")
     records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
-    alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client)
+    alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
     return _start(spark, config, "hotpath", config.hotpath, hotpath_frame(spark, config, records),
                   lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
 

@@ -147,9 +147,11 @@ def alert_line(row: dict, emitted_us: int) -> dict:
 
 
 class AlertLog:
-    """The JSON Lines alert log plus the alerts topic, deduplicated on (window_id, event)."""
+    """The JSON Lines alert log plus the alerts topic (and the webhook if configured), deduplicated on
+    (window_id, event)."""
 
-    def __init__(self, path: str, topic: str, kafka_client: dict[str, str] | None) -> None:
+    def __init__(self, path: str, topic: str, kafka_client: dict[str, str] | None,
+                 webhook_url: str | None = None) -> None:
         self.path = Path(path)
         self.topic = topic
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,11 @@ class AlertLog:
             from confluent_kafka import Producer
 
             self._producer = Producer({**kafka_client, "enable.idempotence": True, "acks": "all", "linger.ms": 0})
+        self._webhook = None
+        if webhook_url:
+            from arb.alerts import WebhookSink
+
+            self._webhook = WebhookSink(webhook_url)  # posts from its own thread: never holds up the batch
 
     def emit(self, rows: list[dict]) -> list[dict]:
         """Publish and log the events not logged before; returns the lines written."""
@@ -190,6 +197,8 @@ class AlertLog:
             os.fsync(f.fileno())
         for line in lines:
             self.seen.add((line["window_id"], line["event"]))
+            if self._webhook is not None:
+                self._webhook.emit(line)
         return lines
 
 
