@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from arb.argtypes import port
 from arb.kafka import set_parent_death_signal
 from arb.logs import log_event, setup_logging
 from arb.settings import ConfigError, Settings
@@ -461,16 +462,6 @@ def _group_alive(pgid: int) -> bool:
 # --- CLI --------------------------------------------------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "up", help="start the whole service (Kafka, emulator or live feeds, producers, streaming, dashboard)",
@@ -484,13 +475,13 @@ def register(subparsers) -> None:
     parser.add_argument("--scenario", default="demo", help="emulator scenario name or file (default: demo)")
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="do not start the streaming jobs")
     parser.add_argument("--no-dashboard", dest="dashboard", action="store_false", help="do not start the dashboard")
-    parser.add_argument("--coinbase-port", type=_port, default=DEFAULT_COINBASE_PORT,
+    parser.add_argument("--coinbase-port", type=port, default=DEFAULT_COINBASE_PORT,
                         help=f"emulator's Coinbase port (default {DEFAULT_COINBASE_PORT})")
-    parser.add_argument("--binance-port", type=_port, default=DEFAULT_BINANCE_PORT,
+    parser.add_argument("--binance-port", type=port, default=DEFAULT_BINANCE_PORT,
                         help=f"emulator's Binance port (default {DEFAULT_BINANCE_PORT})")
-    parser.add_argument("--control-port", type=_port, default=DEFAULT_CONTROL_PORT,
+    parser.add_argument("--control-port", type=port, default=DEFAULT_CONTROL_PORT,
                         help=f"emulator's HTTP control port, for faults on demand (default {DEFAULT_CONTROL_PORT})")
-    parser.add_argument("--dashboard-port", type=_port, default=DEFAULT_DASHBOARD_PORT,
+    parser.add_argument("--dashboard-port", type=port, default=DEFAULT_DASHBOARD_PORT,
                         help=f"dashboard port (default {DEFAULT_DASHBOARD_PORT})")
     parser.add_argument("--status-interval", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between status lines (default 5)")

@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from arb.argtypes import port
 from arb.logs import log_event, setup_logging
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 1-65535")
-    return port
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve the Dash dashboard over the Delta lake, the metrics files and the alert log.",
     )
     parser.add_argument("--host", default=None, help="address to bind (default: Settings.host, 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8050, help="port (default 8050)")
+    parser.add_argument("--port", type=port, default=8050, help="port (default 8050)")
     parser.add_argument("--lake", default=None, metavar="PATH", help="lake directory (default: Settings.lake_dir)")
     parser.add_argument("--pairs", default=None, metavar="SPECS",
                         help="pairs to offer, as arbitrage.pairs specs (default: the demo pairs)")

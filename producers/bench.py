@@ -27,6 +27,7 @@ import sys
 import time
 from decimal import Decimal
 
+from arb.argtypes import positive_float
 from arb.settings import Settings, Topics
 from producers.cli import default_symbols, load_markets, make_feed
 from producers.feed import BadFrame
@@ -43,9 +44,9 @@ def register_bench(subparsers) -> None:
         "Kafka ack latency (p50/p99) at --rate frames/s against the exchange emulator. Starts the embedded broker "
         "if none answers.",
     )
-    parser.add_argument("--rate", type=_positive, default=2000.0, metavar="R",
+    parser.add_argument("--rate", type=positive_float, default=2000.0, metavar="R",
                         help="frames/s per exchange for the latency run (default 2000)")
-    parser.add_argument("--duration", type=_positive, default=10.0, metavar="S",
+    parser.add_argument("--duration", type=positive_float, default=10.0, metavar="S",
                         help="seconds per measurement (default 10)")
     parser.add_argument("--exchange", choices=EXCHANGES, action="append", default=None,
                         help="only this exchange (repeatable; default both)")
@@ -53,16 +54,6 @@ def register_bench(subparsers) -> None:
                         help="override the producer's linger.ms (default: the producer's own, see kafka_sink.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run_bench)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 # -- synthetic frames ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import IO
 
 import orjson
 
+from arb.argtypes import positive_float
 from arb.logs import log_event, setup_logging
 from arb.settings import ConfigError, Settings
 from arbitrage.events import FeedStatus, to_json
@@ -58,16 +59,6 @@ def parse_symbols(spec: str) -> list[str]:
     return symbols
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
     produce = subparsers.add_parser(
         "produce",
@@ -86,7 +77,7 @@ def register(subparsers) -> None:
     produce.add_argument("--markets", type=Path, default=None, metavar="FILE",
                          help="market snapshot (Binance exchangeInfo / Coinbase /products JSON); default: live "
                          "through ccxt, falling back to the committed data/markets/ snapshot when offline")
-    produce.add_argument("--silence-timeout", type=_positive_float, default=10.0, metavar="S",
+    produce.add_argument("--silence-timeout", type=positive_float, default=10.0, metavar="S",
                          help="reconnect when no frame arrived for S seconds (default 10)")
     produce.set_defaults(handler=run_produce)
 

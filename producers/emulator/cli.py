@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from arb.argtypes import port_or_free, positive_float
 from arb.settings import ConfigError, Settings
 
 
@@ -24,26 +25,6 @@ def _speed(value: str) -> float:
     return speed
 
 
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {value!r}")
-    return port
-
-
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return number
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "emulate",
@@ -53,11 +34,11 @@ def register(subparsers) -> None:
         "captures (--replay). Faults on demand through the HTTP control endpoint (POST /fault).",
     )
     parser.add_argument("--host", help="address to bind (default: ARB_HOST or 127.0.0.1)")
-    parser.add_argument("--coinbase-port", type=_port, default=8701, metavar="N",
+    parser.add_argument("--coinbase-port", type=port_or_free, default=8701, metavar="N",
                         help="Coinbase feed port (default 8701; 0: free)")
-    parser.add_argument("--binance-port", type=_port, default=8702, metavar="N",
+    parser.add_argument("--binance-port", type=port_or_free, default=8702, metavar="N",
                         help="Binance stream port (default 8702; 0: free)")
-    parser.add_argument("--control-port", type=_port, default=8703, metavar="N",
+    parser.add_argument("--control-port", type=port_or_free, default=8703, metavar="N",
                         help="HTTP control endpoint port (default 8703; 0: free)")
     parser.add_argument("--no-control", action="store_true", help="run without the HTTP control endpoint")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -70,14 +51,14 @@ def register(subparsers) -> None:
                         "with --scenario, how fast the scenario's clock runs (windows, faults, duration)")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="ground-truth file (default: <data>/run/emulator-truth.json)")
-    parser.add_argument("--duration", type=_positive, metavar="S",
+    parser.add_argument("--duration", type=positive_float, metavar="S",
                         help="stop after S seconds (default: the scenario's duration, or when the replay ends)")
-    parser.add_argument("--quotes-per-s", type=_positive, metavar="R",
+    parser.add_argument("--quotes-per-s", type=positive_float, metavar="R",
                         help="override the scenario's quote rate per symbol per exchange")
-    parser.add_argument("--trades-per-s", type=_positive, metavar="R",
+    parser.add_argument("--trades-per-s", type=positive_float, metavar="R",
                         help="override the scenario's trade rate per symbol per exchange")
     parser.add_argument("--seed", type=int, help="override the scenario's random seed")
-    parser.add_argument("--ping-interval", type=_positive, default=20.0, metavar="S",
+    parser.add_argument("--ping-interval", type=positive_float, default=20.0, metavar="S",
                         help="Binance server ping interval (default 20 s, as Binance)")
     parser.set_defaults(handler=run)
 
