@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, NamedTuple
 
-import orjson
 
 from arbitrage.events import Event, FeedState, Quote, Side, Trade
 from arbitrage.symbols import SymbolMap
-from producers.feed import BadFrame, Feed, integer, ms_to_us, price, size
+from producers.feed import BadFrame, Feed, integer, json_object, ms_to_us, price, size
 
 
 class BnBookTicker(NamedTuple):
@@ -115,12 +114,7 @@ class Binance(Feed):
 
     def parse(self, frame: str, recv_ts_us: int) -> list[Event]:
         """One text frame -> the quotes, trades and feed-status events it implies (raises BadFrame)."""
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            raise BadFrame("malformed JSON") from None
-        if type(msg) is not dict:
-            raise BadFrame("not a JSON object")
+        msg = json_object(frame)
         stream = msg.get("stream")
         data = msg.get("data")
         if type(stream) is not str or type(data) is not dict:

@@ -24,7 +24,7 @@ import orjson
 from arbitrage.events import Event, FeedState, FeedStatus, Quote, Side, Trade
 from arbitrage.symbols import SymbolMap
 from producers.book import L2Book, SequenceCheck, Top
-from producers.feed import BadFrame, Feed, integer, iso_to_us, price, size
+from producers.feed import BadFrame, Feed, integer, iso_to_us, json_object, price, size
 
 
 # -- raw payloads: typed, immutable, decoded in one place ------------------------------------------------------------
@@ -210,12 +210,7 @@ class Coinbase(Feed):
 
     def parse(self, frame: str, recv_ts_us: int) -> list[Event]:
         """One text frame -> the quotes, trades and feed-status events it implies (raises BadFrame)."""
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            raise BadFrame("malformed JSON") from None
-        if type(msg) is not dict:
-            raise BadFrame("not a JSON object")
+        msg = json_object(frame)
         kind = msg.get("type")
         if type(kind) is not str and kind is not None:  # a list or object here is unhashable (found by fuzzing)
             raise BadFrame(f"unknown message type {kind!r}")

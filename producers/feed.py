@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+import orjson
+
 from arbitrage.events import Event, FeedState, FeedStatus
 from arbitrage.symbols import SymbolMap
 
@@ -29,6 +31,17 @@ class BadFrame(ValueError):
 
 
 _SECOND_US: dict[str, int] = {}  # "2021-04-17T16:43:46" -> its microseconds since the epoch
+
+
+def json_object(frame: str | bytes) -> dict[str, Any]:
+    """Decode one text frame that must be a JSON object (raises BadFrame)."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        raise BadFrame("malformed JSON") from None
+    if type(msg) is not dict:
+        raise BadFrame("not a JSON object")
+    return msg
 
 
 def iso_to_us(text: str) -> int:
