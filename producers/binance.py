@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, NamedTuple
 
-
 from arbitrage.events import Event, FeedState, Quote, Side, Trade
 from arbitrage.symbols import SymbolMap
 from producers.feed import BadFrame, Feed, integer, json_object, ms_to_us, price, size
