@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from arb.settings import ConfigError

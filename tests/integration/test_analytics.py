@@ -21,7 +21,7 @@ import pytest
 
 from arb.alerts import AlertSinks, KafkaSink, LogSink
 from arbitrage import analytics_oracle as oracle
-from arbitrage.analytics import SECOND_US, AnalyticsConfig, Candle, FlashCrash, HourlyChange, MovingAverage, Premium
+from arbitrage.analytics import SECOND_US, AnalyticsConfig, Candle, HourlyChange, MovingAverage, Premium
 from producers.cli import default_symbols
 from producers.emulator.emulator import BackgroundEmulator, EmulatorConfig
 from producers.emulator.scenario import parse_scenario
