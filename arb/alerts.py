@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, TextIO
 
 import orjson
 
+from arb.argtypes import finite_decimal
 from arb.logs import log_event
 
 log = logging.getLogger("alerts")
@@ -305,16 +306,6 @@ def _since_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _bps_arg(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"invalid bps {text!r}: expected a number like 5 or 12.5") from None
-    if not value.is_finite():
-        raise argparse.ArgumentTypeError(f"invalid bps {text!r}: expected a finite number")
-    return value
-
-
 def _lines_arg(text: str) -> int:
     try:
         value = int(text)
@@ -333,7 +324,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-f", "--follow", action="store_true", help="keep printing new alerts as they arrive")
     parser.add_argument("--pair", help="only this pair, e.g. BTC/USD")
-    parser.add_argument("--min-bps", type=_bps_arg, metavar="X", help="only alerts whose (peak) net bps >= X")
+    parser.add_argument("--min-bps", type=finite_decimal, metavar="X", help="only alerts whose (peak) net bps >= X")
     parser.add_argument("--since", type=_since_arg, metavar="T",
                         help="only alerts emitted at/after T: ISO time (UTC) or an age like 30s, 10m, 2h, 1d")
     parser.add_argument("-n", "--lines", type=_lines_arg, metavar="N",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal, InvalidOperation
 
 
 def positive_float(text: str) -> float:
@@ -34,3 +35,14 @@ def port(text: str) -> int:
 def port_or_free(text: str) -> int:
     """A TCP port to serve on, where 0 asks the OS for a free one."""
     return _port_number(text, 0)
+
+
+def finite_decimal(text: str) -> Decimal:
+    """An exact decimal number (bps, sizes, thresholds): never a binary float."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value

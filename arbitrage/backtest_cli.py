@@ -10,9 +10,10 @@ import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
+from arb.argtypes import finite_decimal
 from arbitrage.fees import parse_fees
 from arbitrage.pairs import parse_pair
 from arbitrage.rules import RulesConfig, UnknownPair
@@ -41,25 +42,15 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value.is_finite():
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
 def _non_negative_decimal(text: str) -> Decimal:
-    value = _decimal(text)
+    value = finite_decimal(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def _positive_decimal(text: str) -> Decimal:
-    value = _decimal(text)
+    value = finite_decimal(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
@@ -129,7 +120,7 @@ def register(subparsers) -> None:
     parser.add_argument("--to", dest="end", required=True, type=parse_time, metavar="T", help="end (exclusive)")
     parser.add_argument("--pairs", help="comma-separated pair names or NAME=CB~BN[@RATE] specs "
                         "(default: the configured pairs in the first pair's quote currency)")
-    parser.add_argument("--threshold-bps", type=_decimal, help="minimum net bps of a tradable comparison (default 5)")
+    parser.add_argument("--threshold-bps", type=finite_decimal, help="minimum net bps of a tradable comparison (default 5)")
     parser.add_argument("--staleness-ms", type=_non_negative_int, help="staleness bound (default 500)")
     parser.add_argument("--latency-ms", type=_non_negative_int, default=0, help="signal-to-fill delay (default 0)")
     parser.add_argument("--size", type=_positive_decimal, help="max base units per trade (default: displayed size)")

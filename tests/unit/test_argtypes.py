@@ -19,3 +19,14 @@ def test_port_is_1_to_65535_and_port_or_free_also_takes_0():
             port(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         port_or_free("-1")
+
+
+def test_finite_decimal_is_exact_and_refuses_infinity_nan_and_text():
+    from decimal import Decimal
+
+    from arb.argtypes import finite_decimal
+
+    assert finite_decimal("12.5") == Decimal("12.5")
+    for bad in ("inf", "NaN", "five"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            finite_decimal(bad)
