@@ -100,14 +100,20 @@ def ms_to_us(value: Any) -> int:
     return value * 1000
 
 
-def price(text: Any, name: str = "price") -> Decimal:
-    """A venue price string -> Decimal; non-numeric, non-finite, zero or negative is a BadFrame."""
+def _venue_decimal(text: Any, name: str) -> Decimal:
+    """A venue's decimal string -> a finite Decimal (venues send money as strings; anything else is a BadFrame)."""
     try:
         value = Decimal(text) if type(text) is str else None
     except InvalidOperation:
         value = None
     if value is None or not value.is_finite():
         raise BadFrame(f"non-numeric {name} {text!r}")
+    return value
+
+
+def price(text: Any, name: str = "price") -> Decimal:
+    """A venue price string -> Decimal; non-numeric, non-finite, zero or negative is a BadFrame."""
+    value = _venue_decimal(text, name)
     if value <= 0:
         raise BadFrame(f"non-positive {name} {text!r}")
     return value
@@ -115,12 +121,7 @@ def price(text: Any, name: str = "price") -> Decimal:
 
 def size(text: Any, name: str = "size") -> Decimal:
     """A venue size string -> Decimal; zero is allowed (a level-2 removal), negative is a BadFrame."""
-    try:
-        value = Decimal(text) if type(text) is str else None
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite():
-        raise BadFrame(f"non-numeric {name} {text!r}")
+    value = _venue_decimal(text, name)
     if value < 0:
         raise BadFrame(f"negative {name} {text!r}")
     return value
