@@ -36,7 +36,7 @@ from typing import Any, Callable
 import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DecimalType
 
 from arb.logs import log_event
@@ -57,6 +57,7 @@ from arbitrage.analytics import (
 )
 from streaming import jobs
 from streaming.config import STATE_STORES, JobConfig, StreamingConfig
+from streaming.metrics import ProgressListener
 from streaming.sinks import QueryId, append_arrow, is_local, write_delta
 
 log = logging.getLogger("streaming.analytics")
@@ -437,7 +438,7 @@ def late_rows_dropped(query: StreamingQuery) -> int:
                for progress in query.recentProgress for op in progress.get("stateOperators", []))
 
 
-class LateRowsListener(StreamingQueryListener):
+class LateRowsListener(ProgressListener):
     """Counts the records each analytics query dropped as later than its watermark: logs them as they happen and
     keeps `<metrics>/analytics-late.json` (`{"analytics_candles": {"late_rows_dropped": n, "batch_id": ...,
     "watermark": ...}, ..., "updated_ts": ...}`)."""
@@ -446,15 +447,6 @@ class LateRowsListener(StreamingQueryListener):
         self.path = Path(metrics_dir) / "analytics-late.json"
         self.late: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-
-    def onQueryStarted(self, event: Any) -> None:
-        pass
-
-    def onQueryIdle(self, event: Any) -> None:
-        pass
-
-    def onQueryTerminated(self, event: Any) -> None:
-        pass
 
     def onQueryProgress(self, event: Any) -> None:
         progress = json.loads(event.progress.json)

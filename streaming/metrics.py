@@ -64,15 +64,8 @@ class DetectionLatency:
         return {"detection_p50_ms": percentile(values, 50), "detection_p99_ms": percentile(values, 99)}
 
 
-class MetricsListener(StreamingQueryListener):
-    """Writes the last progress of each named query to `stream-<name>.json`; keeps every progress for benches."""
-
-    def __init__(self, metrics_dir: str, detection: DetectionLatency | None = None, keep: bool = False) -> None:
-        self.metrics_dir = Path(metrics_dir)
-        self.detection = detection
-        self.keep = keep
-        self.progress: list[dict] = []
-        self._lock = threading.Lock()
+class ProgressListener(StreamingQueryListener):
+    """A listener that only reads progress events (Spark requires the other callbacks)."""
 
     def onQueryStarted(self, event: Any) -> None:
         pass
@@ -82,6 +75,17 @@ class MetricsListener(StreamingQueryListener):
 
     def onQueryTerminated(self, event: Any) -> None:
         pass
+
+
+class MetricsListener(ProgressListener):
+    """Writes the last progress of each named query to `stream-<name>.json`; keeps every progress for benches."""
+
+    def __init__(self, metrics_dir: str, detection: DetectionLatency | None = None, keep: bool = False) -> None:
+        self.metrics_dir = Path(metrics_dir)
+        self.detection = detection
+        self.keep = keep
+        self.progress: list[dict] = []
+        self._lock = threading.Lock()
 
     def onQueryProgress(self, event: Any) -> None:
         progress = json.loads(event.progress.json)
