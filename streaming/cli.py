@@ -1,9 +1,10 @@
-"""`arb stream bronze|silver|spreads|gold|all [--available-now] [--master URL]`.
+"""`arb stream bronze|silver|spreads|gold|all [--available-now] [--master URL] [rules flags]`.
 
 `spreads` and `gold` both run the hot-path query (spreads, windows and alerts come out of one operator, see
 streaming/hotpath.py); `all` runs bronze, silver and the hot path side by side in one Spark application.
 Long-running by default; `--available-now` processes what Kafka holds and exits. A restart resumes from the
-checkpoints under `data/checkpoints/<job>`.
+checkpoints under `data/checkpoints/<job>`. The rules (docs/RULES.md) default to `RulesConfig()`; `--threshold-bps`,
+`--staleness-ms`, `--pairs` and `--fees` override them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import signal
 import sys
 from typing import Any
 
-from arb.settings import Settings
+from arb.argtypes import finite_decimal
+from arb.settings import ConfigError, Settings
+from arbitrage.fees import FeeSchedule, parse_fees
+from arbitrage.pairs import Pair, parse_pair
+from arbitrage.rules import RulesConfig
 
 TARGETS = {
     "bronze": ("bronze",),
@@ -57,6 +62,62 @@ def wait_for_queries(spark: Any, queries: list[Any], available_now: bool, stop_r
             return
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def pair_list(text: str) -> tuple[Pair, ...]:
+    """Comma-separated names of the default pairs (`BTC/USD,ETH/BTC`) or full `NAME=CB~BN[@RATE]` specs."""
+    defaults = RulesConfig()
+    pairs: list[Pair] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            pairs.append(parse_pair(item) if "=" in item else defaults.pair(item))
+        except (KeyError, ValueError, ArithmeticError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    names = [p.name for p in pairs]
+    if not pairs or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct pairs, got {text!r}")
+    return tuple(pairs)
+
+
+def fee_schedule(text: str) -> FeeSchedule:
+    """`coinbase=0.006,binance=10bps` (fractions or bps; an exchange not named keeps its default)."""
+    try:
+        return parse_fees(text)
+    except (ValueError, ArithmeticError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def rules_from_args(args: argparse.Namespace) -> RulesConfig:
+    """The default rules with whatever the flags override."""
+    changes: dict[str, Any] = {"threshold_bps": args.threshold_bps, "staleness_ms": args.staleness_ms,
+                               "pairs": args.pairs, "fees": args.fees}
+    return RulesConfig(**{name: value for name, value in changes.items() if value is not None})
+
+
+def build_config(args: argparse.Namespace, settings: Settings, environ: Any = None) -> Any:
+    """The StreamingConfig of this run: settings and environment, then the rules and master flags."""
+    from streaming.config import from_settings
+
+    try:
+        rules = rules_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    config = from_settings(settings, rules=rules, environ=environ)
+    if args.master:
+        config = config.replace(spark=dataclasses.replace(config.spark, master=args.master))
+    return config
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "stream", help="Spark Structured Streaming jobs: Kafka -> bronze / silver / spreads / gold (Delta) + alerts",
@@ -68,6 +129,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--master", default=None,
                         help="Spark master URL (default: ARB_SPARK_MASTER or local[*])")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    rules = parser.add_argument_group("rules (default: arbitrage.rules.RulesConfig)")
+    rules.add_argument("--threshold-bps", type=finite_decimal, metavar="X",
+                       help="minimum net spread in bps, after both taker fees, that opens a window (default 5)")
+    rules.add_argument("--staleness-ms", type=non_negative_int, metavar="MS",
+                       help="a quote older than this is never compared (default 500)")
+    rules.add_argument("--pairs", type=pair_list, metavar="SPECS",
+                       help="pairs to watch: names of the default pairs (BTC/USD,ETH/USD,ETH/BTC) or "
+                       "NAME=COINBASE~BINANCE[@RATE] specs, e.g. BTC/USD=BTC/USD~BTC/USDT@1.0 (default: all three)")
+    rules.add_argument("--fees", type=fee_schedule, metavar="SPEC",
+                       help="taker fees, e.g. coinbase=0.006,binance=10bps (default: coinbase 0.006, binance 0.001)")
     parser.set_defaults(handler=run)
 
 
@@ -78,13 +149,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from streaming import jobs
-    from streaming.config import from_settings
     from streaming.metrics import DetectionLatency, MetricsListener
     from streaming.session import create_session
 
-    config = from_settings(settings)
-    if args.master:
-        config = config.replace(spark=dataclasses.replace(config.spark, master=args.master))
+    config = build_config(args, settings)
+    log_event(log, "rules", threshold_bps=config.rules.threshold_bps, staleness_ms=config.rules.staleness_ms,
+              pairs=",".join(config.rules.pair_names), fees=f"coinbase={config.rules.fees.coinbase},"
+              f"binance={config.rules.fees.binance}")
     spark = create_session(config.spark)
     detection = DetectionLatency()
     spark.streams.addListener(MetricsListener(config.metrics_dir, detection))
