@@ -13,7 +13,12 @@ With Spark's event-time watermark W (rows with t < W may no longer arrive, rows 
 `advance_to(W - 1)`; an event-time timer for `next_deadline_us()` should be registered at deadline + 1 µs.
 
 Numbers: bps are rounded HALF_UP to 6 places and tradability compares the rounded value with the threshold; money
-that is computed (converted Binance prices, profits) is rounded HALF_UP to 12 places, the Delta scale.
+that is computed (converted Binance prices, profits) is rounded HALF_UP to 12 places, the Delta scale. Every public
+method runs the rules under the `WIDE` decimal context, entered once per call (`feed` takes a batch of ticks).
+
+Speed: the hot path runs these rules for every tick, so the per-tick records (`QuoteTick`, `StatusTick`, `SpreadRow`)
+are NamedTuples (built in C; a frozen dataclass costs ~1 µs more per 8 fields) and the rules use the rounding
+helpers' quantize directly inside the one context instead of entering a context per value.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, localcontext
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any, NamedTuple
 
 from arbitrage import spread
 from arbitrage.events import FeedState, FeedStatus, Quote
@@ -31,18 +36,20 @@ from arbitrage.rules import (
     CLOSE_REASON_BY_STATE,
     CLOSE_SPREAD,
     CLOSE_STALE,
-    DIRECTION_PREFIX,
+    BPS_PLACES,
+    MONEY_PLACES,
     WIDE,
     RulesConfig,
     direction_fees,
-    round_bps,
-    round_money,
 )
 from arbitrage.spread import BUY_BINANCE_SELL_COINBASE, BUY_COINBASE_SELL_BINANCE, DIRECTIONS
 
 STATE_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OTHER = {"coinbase": "binance", "binance": "coinbase"}
+# round_bps / round_money of arbitrage.rules, for code already running under WIDE.
+_BPS = Decimal(1).scaleb(-BPS_PLACES)
+_MONEY = Decimal(1).scaleb(-MONEY_PLACES)
 
 
 def us_to_date(ts_us: int) -> date:
@@ -50,8 +57,7 @@ def us_to_date(ts_us: int) -> date:
     return (_EPOCH + timedelta(microseconds=ts_us)).date()
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteTick:
+class QuoteTick(NamedTuple):
     """One silver quote as the rules see it: venue prices (the tracker applies `Pair.binance_rate`)."""
 
     exchange: str
@@ -73,8 +79,7 @@ class QuoteTick:
         return cls(quote.exchange, quote.symbol, quote.bid, quote.bid_size, quote.ask, quote.ask_size, event_ts, quote.seq)
 
 
-@dataclass(frozen=True, slots=True)
-class StatusTick:
+class StatusTick(NamedTuple):
     """One silver feed-status event; `symbol=None` concerns every symbol of the exchange."""
 
     exchange: str
@@ -97,8 +102,7 @@ def sort_key(tick: Tick) -> tuple:
     return (tick.event_ts_us, 1, tick.exchange, -1 if tick.seq is None else tick.seq)
 
 
-@dataclass(frozen=True, slots=True)
-class SpreadRow:
+class SpreadRow(NamedTuple):
     """One tradable comparison: a row of silver/spreads (times as integer microseconds)."""
 
     pair: str
@@ -141,7 +145,7 @@ class SpreadRow:
 
     def as_dict(self) -> dict[str, Any]:
         """Column name -> value, plus `date`."""
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "date": self.date}
+        return {**self._asdict(), "date": self.date}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +181,11 @@ class WindowEvent:
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "date": self.date}
 
 
-SPREAD_COLUMNS = tuple(f.name for f in dataclasses.fields(SpreadRow))
+SPREAD_COLUMNS = SpreadRow._fields
 WINDOW_COLUMNS = tuple(f.name for f in dataclasses.fields(WindowEvent))
 
 
-@dataclass(frozen=True, slots=True)
-class _Side:
+class _Side(NamedTuple):
     """An exchange's latest usable quote, prices in the pair's quote currency."""
 
     bid: Decimal
@@ -205,36 +208,39 @@ class _Window:
 
 def compare(pair: str, t_us: int, coinbase: _Side, binance: _Side, rules: RulesConfig) -> SpreadRow:
     """Both directions of one comparison at time `t_us` (the newer quote's time)."""
-    values: dict[str, Any] = {}
     with localcontext(WIDE):
-        for direction in DIRECTIONS:
-            buy, sell = (coinbase, binance) if direction == BUY_COINBASE_SELL_BINANCE else (binance, coinbase)
-            buy_fee, sell_fee = direction_fees(direction, rules.fees)
-            size = min(buy.ask_size, sell.bid_size)
-            edge = spread.net_edge(buy.ask, sell.bid, buy_fee, sell_fee)
-            p = DIRECTION_PREFIX[direction]
-            values[p + "gross_bps"] = round_bps(spread.gross_bps(buy.ask, sell.bid))
-            values[p + "net_bps"] = round_bps(spread.net_bps(buy.ask, sell.bid, buy_fee, sell_fee))
-            values[p + "size"] = size
-            values[p + "profit"] = round_money(spread.estimated_profit(edge, size))
+        return _compare(pair, t_us, coinbase, binance, _direction_fees(rules))
+
+
+def _direction_fees(rules: RulesConfig) -> tuple[tuple[Decimal, Decimal], tuple[Decimal, Decimal]]:
+    return direction_fees(BUY_COINBASE_SELL_BINANCE, rules.fees), direction_fees(BUY_BINANCE_SELL_COINBASE, rules.fees)
+
+
+def _compare(pair: str, t_us: int, coinbase: _Side, binance: _Side,
+             fees: tuple[tuple[Decimal, Decimal], tuple[Decimal, Decimal]]) -> SpreadRow:
+    """`compare` under WIDE, with the fees of (buy Coinbase, buy Binance) as `_direction_fees` gives them."""
+    (cb_buy_fee, bn_sell_fee), (bn_buy_fee, cb_sell_fee) = fees
     return SpreadRow(
-        pair=pair,
-        event_ts_us=t_us,
-        coinbase_bid=coinbase.bid,
-        coinbase_bid_size=coinbase.bid_size,
-        coinbase_ask=coinbase.ask,
-        coinbase_ask_size=coinbase.ask_size,
-        binance_bid=binance.bid,
-        binance_bid_size=binance.bid_size,
-        binance_ask=binance.ask,
-        binance_ask_size=binance.ask_size,
-        coinbase_ts_us=coinbase.ts_us,
-        binance_ts_us=binance.ts_us,
-        coinbase_age_ms=(t_us - coinbase.ts_us) // 1000,
-        binance_age_ms=(t_us - binance.ts_us) // 1000,
-        coinbase_seq=coinbase.seq,
-        binance_seq=binance.seq,
-        **values,
+        pair, t_us,
+        coinbase.bid, coinbase.bid_size, coinbase.ask, coinbase.ask_size,
+        binance.bid, binance.bid_size, binance.ask, binance.ask_size,
+        coinbase.ts_us, binance.ts_us, (t_us - coinbase.ts_us) // 1000, (t_us - binance.ts_us) // 1000,
+        coinbase.seq, binance.seq,
+        *_direction(coinbase, binance, cb_buy_fee, bn_sell_fee),
+        *_direction(binance, coinbase, bn_buy_fee, cb_sell_fee),
+    )
+
+
+def _direction(buy: _Side, sell: _Side, buy_fee: Decimal, sell_fee: Decimal) -> tuple[Decimal, ...]:
+    """(gross bps, net bps, executable size, profit) of buying at `buy`'s ask and selling at `sell`'s bid, under WIDE."""
+    buy_ask, sell_bid = buy.ask, sell.bid
+    size = sell.bid_size if sell.bid_size < buy.ask_size else buy.ask_size  # min(), the first one on ties
+    edge = spread.net_edge(buy_ask, sell_bid, buy_fee, sell_fee)
+    return (
+        spread.gross_bps(buy_ask, sell_bid).quantize(_BPS, ROUND_HALF_UP),
+        spread.net_bps(buy_ask, sell_bid, buy_fee, sell_fee).quantize(_BPS, ROUND_HALF_UP),
+        size,
+        spread.estimated_profit(edge, size).quantize(_MONEY, ROUND_HALF_UP),
     )
 
 
@@ -248,50 +254,37 @@ class PairTracker:
         self._open: dict[str, _Window] = {}  # direction -> its open window
         self._floor_us: int | None = None  # ticks before this are late
         self.late_ticks = 0
+        # Per-pair constants, looked up once rather than per tick.
+        self._symbols = {exchange: pair.symbol_on(exchange) for exchange in _OTHER}
+        self._rate = pair.binance_rate
+        self._fees = _direction_fees(rules)
+        self._staleness_us = rules.staleness_us
+        self._threshold = rules.threshold_bps
 
     # -- inputs -------------------------------------------------------------------------------------------------
 
     def on_quote(self, tick: QuoteTick) -> list[SpreadRow | WindowEvent]:
         """Process one quote: stale closes due before it, then at most one SpreadRow and its window events."""
-        if tick.symbol != self.pair.symbol_on(tick.exchange):
-            raise ValueError(f"pair {self.pair.name}: {tick.exchange} {tick.symbol} is not one of its symbols")
-        t = tick.event_ts_us
-        if self._is_late(t):
-            return []
-        out: list[SpreadRow | WindowEvent] = list(self._fire_stale(t - 1))
-        self._floor_us = t
-        if tick.is_crossed:  # kept in silver, never compared
-            return out
-        side = self._side(tick)
-        self._latest[tick.exchange] = side
-        other = self._latest[_OTHER[tick.exchange]]
-        if other is None or t - other.ts_us > self.rules.staleness_us:
-            return out
-        coinbase, binance = (side, other) if tick.exchange == "coinbase" else (other, side)
-        row = compare(self.pair.name, t, coinbase, binance, self.rules)
-        out.append(row)
-        out.extend(self._apply(row))
-        return out
+        with localcontext(WIDE):
+            return self._on_quote(tick)
 
     def on_status(self, tick: StatusTick) -> list[WindowEvent]:
         """Process one feed status: `gap` / `disconnected` / `stale` invalidates the exchange's quote and closes windows."""
-        if not self._concerns(tick):
-            return []
-        t = tick.ts_us
-        if self._is_late(t):
-            return []
-        out = self._fire_stale(t - 1)
-        self._floor_us = t
-        reason = CLOSE_REASON_BY_STATE.get(FeedState(tick.state))
-        if reason is None:
-            return out
-        self._latest[tick.exchange] = None
-        out.extend(self._close_all(t, reason))
+        with localcontext(WIDE):
+            return self._on_status(tick)
+
+    def feed(self, ticks: list[Tick]) -> list[SpreadRow | WindowEvent]:
+        """`on_quote` / `on_status` for each tick in turn (give them in `sort_key` order): the outputs, concatenated."""
+        out: list[SpreadRow | WindowEvent] = []
+        with localcontext(WIDE):
+            for tick in ticks:
+                out.extend(self._on_status(tick) if isinstance(tick, StatusTick) else self._on_quote(tick))
         return out
 
     def advance_to(self, now_us: int) -> list[WindowEvent]:
         """Declare every tick with t <= now_us fed; fire the stale closes whose deadline <= now_us."""
-        out = self._fire_stale(now_us)
+        with localcontext(WIDE):
+            out = self._fire_stale(now_us)
         if self._floor_us is None or now_us + 1 > self._floor_us:
             self._floor_us = now_us + 1
         return out
@@ -302,7 +295,7 @@ class PairTracker:
             return None
         coinbase, binance = self._latest["coinbase"], self._latest["binance"]
         assert coinbase is not None and binance is not None  # a window is open only over two valid quotes
-        return min(coinbase.ts_us, binance.ts_us) + self.rules.staleness_us
+        return min(coinbase.ts_us, binance.ts_us) + self._staleness_us
 
     @property
     def open_windows(self) -> tuple[str, ...]:
@@ -332,7 +325,45 @@ class PairTracker:
         tracker.late_ticks = state["late_ticks"]
         return tracker
 
-    # -- rules --------------------------------------------------------------------------------------------------
+    # -- rules (under WIDE) -------------------------------------------------------------------------------------
+
+    def _on_quote(self, tick: QuoteTick) -> list[SpreadRow | WindowEvent]:
+        exchange = tick.exchange
+        if tick.symbol != self._symbols.get(exchange):
+            raise ValueError(f"pair {self.pair.name}: {exchange} {tick.symbol} is not one of its symbols")
+        t = tick.event_ts_us
+        if self._is_late(t):
+            return []
+        out: list[SpreadRow | WindowEvent] = self._fire_stale(t - 1) if self._open else []
+        self._floor_us = t
+        if tick.bid > tick.ask:  # crossed: kept in silver, never compared
+            return out
+        side = self._side(tick)
+        self._latest[exchange] = side
+        other = self._latest[_OTHER[exchange]]
+        if other is None or t - other.ts_us > self._staleness_us:
+            return out
+        coinbase, binance = (side, other) if exchange == "coinbase" else (other, side)
+        row = _compare(self.pair.name, t, coinbase, binance, self._fees)
+        out.append(row)
+        if self._open or row.cb_bn_net_bps >= self._threshold or row.bn_cb_net_bps >= self._threshold:
+            out.extend(self._apply(row))
+        return out
+
+    def _on_status(self, tick: StatusTick) -> list[WindowEvent]:
+        if not self._concerns(tick):
+            return []
+        t = tick.ts_us
+        if self._is_late(t):
+            return []
+        out = self._fire_stale(t - 1)
+        self._floor_us = t
+        reason = CLOSE_REASON_BY_STATE.get(FeedState(tick.state))
+        if reason is None:
+            return out
+        self._latest[tick.exchange] = None
+        out.extend(self._close_all(t, reason))
+        return out
 
     def _is_late(self, t_us: int) -> bool:
         if self._floor_us is not None and t_us < self._floor_us:
@@ -343,33 +374,34 @@ class PairTracker:
     def _concerns(self, tick: StatusTick) -> bool:
         if tick.exchange not in _OTHER:
             return False
-        return tick.symbol is None or tick.symbol == self.pair.symbol_on(tick.exchange)
+        return tick.symbol is None or tick.symbol == self._symbols[tick.exchange]
 
     def _side(self, tick: QuoteTick) -> _Side:
         if tick.exchange == "binance":
-            rate = self.pair.binance_rate
-            with localcontext(WIDE):
-                bid, ask = round_money(tick.bid * rate), round_money(tick.ask * rate)
-        else:
-            bid, ask = tick.bid, tick.ask
-        return _Side(bid, tick.bid_size, ask, tick.ask_size, tick.event_ts_us, tick.seq)
+            rate = self._rate
+            bid = (tick.bid * rate).quantize(_MONEY, ROUND_HALF_UP)
+            ask = (tick.ask * rate).quantize(_MONEY, ROUND_HALF_UP)
+            return _Side(bid, tick.bid_size, ask, tick.ask_size, tick.event_ts_us, tick.seq)
+        return _Side(tick.bid, tick.bid_size, tick.ask, tick.ask_size, tick.event_ts_us, tick.seq)
 
     def _apply(self, row: SpreadRow) -> list[WindowEvent]:
         out = []
-        for direction in DIRECTIONS:
-            net = row.net_bps(direction)
-            tradable = net >= self.rules.threshold_bps
+        for direction, net, size, profit in (
+            (BUY_COINBASE_SELL_BINANCE, row.cb_bn_net_bps, row.cb_bn_size, row.cb_bn_profit),
+            (BUY_BINANCE_SELL_COINBASE, row.bn_cb_net_bps, row.bn_cb_size, row.bn_cb_profit),
+        ):
+            tradable = net >= self._threshold
             window = self._open.get(direction)
             if window is None:
                 if tradable:
-                    window = _Window(row.event_ts_us, 1, net, row.size(direction), row.profit(direction), net)
+                    window = _Window(row.event_ts_us, 1, net, size, profit, net)
                     self._open[direction] = window
                     out.append(self._event(direction, window, None, None))
             elif tradable:
                 window.ticks += 1
                 window.sum_bps += net
                 if net > window.peak:
-                    window.peak, window.size_at_peak, window.profit_at_peak = net, row.size(direction), row.profit(direction)
+                    window.peak, window.size_at_peak, window.profit_at_peak = net, size, profit
             else:
                 out.append(self._close(direction, row.event_ts_us, CLOSE_SPREAD))
         return out
@@ -387,8 +419,6 @@ class PairTracker:
         return self._event(direction, self._open.pop(direction), end_us, reason)
 
     def _event(self, direction: str, w: _Window, end_us: int | None, reason: str | None) -> WindowEvent:
-        with localcontext(WIDE):
-            mean = round_bps(w.sum_bps / w.ticks)
         return WindowEvent(
             window_id=f"{self.pair.name}|{direction}|{w.start_us}",
             pair=self.pair.name,
@@ -398,7 +428,7 @@ class PairTracker:
             end_ts_us=end_us,
             duration_ms=None if end_us is None else (end_us - w.start_us) // 1000,
             peak_net_bps=w.peak,
-            mean_net_bps=mean,
+            mean_net_bps=(w.sum_bps / w.ticks).quantize(_BPS, ROUND_HALF_UP),
             size_at_peak=w.size_at_peak,
             profit_at_peak=w.profit_at_peak,
             ticks=w.ticks,
