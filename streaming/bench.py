@@ -1,15 +1,25 @@
 """`arb bench pipeline --rate N --duration S [--json]`: the streaming chain under a synthetic market, measured.
 
 Embedded defaults: its own Kafka broker (free ports) and data dir in a temp dir, one local Spark application running
-bronze, silver and the hot path (as `arb stream all`). A synthetic market (streaming.synthetic) with a window injected
-every few seconds is published in real time at N quotes/s across both exchanges, straight to the quote topics (the
-WebSocket -> producer hop is `arb bench ingest`). Reported:
+bronze, silver and the hot path (as `arb stream all`). The market, `--source`:
 
-- detection latency: alert line written minus the event time of the window's opening tick (= its send time);
+- `emulator` (default): the whole chain. The exchange emulator (`arb emulate`, a child process) runs a copy of the
+  `bench` scenario at N quotes/s across both venues with a window injected every 6 s, and the two real producers
+  (`arb produce`, child processes, as `arb up` starts them) read its Coinbase and Binance WebSockets and publish to
+  Kafka. The emulator's ground truth says when each window's opening tick was sent.
+- `direct`: a synthetic market (streaming.synthetic) published in real time straight to the quote topics (no
+  WebSocket, no producer: the emulator's socket throughput, ~3-8k frames/s per client here, caps `emulator`).
+
+Reported:
+
+- detection latency: alert line written minus the send time of the window's opening tick (emulator: its ground
+  truth `start_us`; direct: the tick's scheduled publish time);
 - quote -> silver latency: when a silver/quotes Delta file became visible minus the oldest event time in it;
-- sustained input: hot-path rows/s over the measured period, and Kafka lag (latest - processed offsets) growth;
+- sustained input: hot-path rows/s over the measured period and what reached the broker, and the hot path's Kafka lag
+  (the broker's end offsets minus the offsets the last micro-batch processed, sampled every 0.5 s): start, end,
+  max and its growth as a least-squares slope in records/s (`lag_flat` when below 5 % of the input rate);
 - micro-batch durations (p50/p99 and where the time goes, from Spark's progress events), peak RSS of the process
-  tree (driver, JVM, Python workers), detection accuracy against the injected truth.
+  tree (driver, JVM, Python workers, broker, emulator, producers), detection accuracy against the injected truth.
 """
 
 from __future__ import annotations
@@ -27,14 +37,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arb.argtypes import positive_float
 from arb.settings import Settings
+
+
+SOURCES = ("emulator", "direct")
+LAG_SAMPLE_S = 0.5
+LAG_FLAT_FRACTION = 0.05  # lag growth below this share of the input rate counts as flat
+MAX_CATCH_UP_S = 300.0  # how long the warm-up may wait for the hot path to catch up
+WINDOW_EVERY_S = 6.0
+WINDOW_LENGTH_S = 2.0
 
 
 def register_bench(subparsers: Any) -> None:
     parser = subparsers.add_parser("pipeline", help="streaming chain: detection latency, silver latency, throughput")
-    parser.add_argument("--rate", type=float, default=2000, help="quotes per second across both exchanges")
-    parser.add_argument("--duration", type=float, default=60, help="measured seconds (after warm-up)")
-    parser.add_argument("--warmup", type=float, default=30, help="seconds of traffic before measuring")
+    parser.add_argument("--rate", type=positive_float, default=2000, help="quotes per second across both exchanges")
+    parser.add_argument("--duration", type=positive_float, default=60, help="measured seconds (after warm-up)")
+    parser.add_argument("--warmup", type=positive_float, default=30, help="seconds of traffic before measuring")
+    parser.add_argument("--source", choices=SOURCES, default="emulator",
+                        help="emulator -> producers -> Kafka (default), or direct: publish wire events to Kafka")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--jobs", default="bronze,silver,hotpath", help="queries to run (comma-separated)")
     parser.add_argument("--silver-state-store", choices=("hdfs", "rocksdb"), default=None)
@@ -188,6 +209,252 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# -- Kafka lag: the broker's end offsets against what the hot path has processed -----------------------------------
+
+
+def processed_offsets(progress: dict) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> next offset to read, from a progress event's `sources[].endOffset`."""
+    out: dict[tuple[str, int], int] = {}
+    for source in progress.get("sources", []):
+        end = source.get("endOffset")
+        if not end:
+            continue
+        end = json.loads(end) if isinstance(end, str) else end
+        if not isinstance(end, dict):
+            continue
+        for topic, parts in end.items():
+            if isinstance(parts, dict):
+                out.update({(topic, int(part)): int(offset) for part, offset in parts.items()})
+    return out
+
+
+def lag_of(end_offsets: dict[tuple[str, int], int], processed: dict[tuple[str, int], int]) -> int:
+    """Records in the broker that the query has not processed yet, over every partition it reads."""
+    return sum(max(0, end - processed.get(tp, 0)) for tp, end in end_offsets.items())
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x; None with fewer than two distinct x."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    if var == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
+
+
+def lag_trend(samples: list[tuple[float, int, int]], flat_fraction: float = LAG_FLAT_FRACTION) -> dict[str, Any]:
+    """Lag figures from `(seconds, lag, broker end offsets summed)` samples of the measured period.
+
+    `lag_growth` is the lag's least-squares slope in records/s; `broker_in_per_s` the end offsets' slope (the input
+    rate the broker saw). The lag is flat when it grows by less than `flat_fraction` of the input rate (at least
+    1 record/s): a micro-batch pipeline's lag is a saw-tooth, only its trend says whether it keeps up.
+    """
+    if not samples:
+        return {"lag_start": None, "lag_end": None, "lag_max": None, "lag_growth": None, "broker_in_per_s": None,
+                "lag_tolerance_per_s": None, "lag_flat": None, "lag_samples": 0}
+    growth = slope([(t, lag) for t, lag, _ in samples])
+    rate = slope([(t, end) for t, _, end in samples])
+    tolerance = max(1.0, flat_fraction * (rate or 0.0))
+    return {
+        "lag_start": samples[0][1],
+        "lag_end": samples[-1][1],
+        "lag_max": max(lag for _, lag, _ in samples),
+        "lag_growth": None if growth is None else round(growth, 1),
+        "broker_in_per_s": None if rate is None else round(rate, 1),
+        "lag_tolerance_per_s": round(tolerance, 1),
+        "lag_flat": None if growth is None else growth < tolerance,
+        "lag_samples": len(samples),
+    }
+
+
+class BrokerLag:
+    """Samples the broker's end offsets of the partitions the hot path reads, against its last processed offsets."""
+
+    def __init__(self, kafka_client: dict[str, str]) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer({**kafka_client, "group.id": "arb-bench-lag", "enable.auto.commit": False,
+                                   "logger": logging.getLogger("arb.bench.librdkafka")})
+        self.samples: list[tuple[float, int, int]] = []
+
+    def lag(self, progress: dict | None) -> tuple[int, int] | None:
+        """(lag, sum of end offsets) now, or None before the query's first batch."""
+        from confluent_kafka import TopicPartition
+
+        processed = processed_offsets(progress) if progress else {}
+        if not processed:
+            return None
+        ends = {tp: self._consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)[1]
+                for tp in processed}
+        return lag_of(ends, processed), sum(ends.values())
+
+    def sample(self, progress: dict | None) -> None:
+        now = self.lag(progress)
+        if now is not None:
+            self.samples.append((time.monotonic(), *now))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+# -- detection accuracy and latency against the injected truth --------------------------------------------------------
+
+
+def match_alerts(opened: list[dict], truth: list[dict], period_us: tuple[int, int], slack_us: int,
+                 parse_iso_us: Any) -> dict[str, Any]:
+    """Match OPEN alert lines (with `_seen_us`, when the line was written) to injected windows.
+
+    `truth`: every injected window (`pair`, `direction`, `start_us` = send time of its opening tick, `end_us` or
+    None while open). Only windows whose opening tick was sent inside `period_us` count; an alert opening within
+    `slack_us` of such a window (or inside it) finds it, and its detection latency is `_seen_us - start_us`. An alert
+    matching no window at all and opening after the period began is false; alerts of windows outside the period are
+    ignored (warm-up, catch-up).
+    """
+    start, end = period_us
+    injected = [i for i, w in enumerate(truth) if w.get("start_us") is not None and start <= w["start_us"] < end]
+    found: dict[int, float] = {}
+    false = 0
+    for line in opened:
+        at = parse_iso_us(line["start_ts"])
+        hits = [i for i, w in enumerate(truth) if w.get("start_us") is not None
+                and w["pair"] == line["pair"] and w["direction"] == line["direction"]
+                and w["start_us"] - slack_us <= at <= (w.get("end_us") or at) + slack_us]
+        if not hits:
+            false += at >= start
+            continue
+        hit = min(hits, key=lambda i: abs(truth[i]["start_us"] - at))
+        if hit in injected and hit not in found:
+            found[hit] = (line["_seen_us"] - truth[hit]["start_us"]) / 1000
+    return {"windows_injected": len(injected), "windows_found": len(found), "windows_false": false,
+            "latencies_ms": [found[i] for i in sorted(found)]}
+
+
+# -- the chain: emulator -> producers (child processes, as `arb up` runs them) -----------------------------------------
+
+
+def emulator_scenario(rules: Any, rate: float, first_window_s: float, horizon_s: float) -> dict[str, Any]:
+    """The `bench` scenario at `rate` quotes/s across both venues and every pair, with a 2 s, 100 gross bps window
+    every 6 s from `first_window_s` to `horizon_s` (pairs and directions in turn), as a scenario file's JSON."""
+    from arbitrage.spread import DIRECTIONS
+    from producers.emulator.scenario import SCENARIO_DIR
+
+    data = json.loads((SCENARIO_DIR / "bench.json").read_text())
+    pairs = [p.name for p in rules.pairs]
+    per_stream = rate / (2 * len(pairs))
+    for venue in data["venues"].values():
+        venue.update(quotes_per_s=per_stream, trades_per_s=1)  # trades do not reach the hot path
+    data.pop("window_schedule", None)
+    windows, k, t = [], 0, first_window_s
+    while t + WINDOW_LENGTH_S < horizon_s:
+        windows.append({"id": f"b{k + 1}", "pair": pairs[k % len(pairs)], "direction": DIRECTIONS[k % 2],
+                        "start_s": round(t, 3), "duration_s": WINDOW_LENGTH_S, "gross_bps": "100", "size": "0.5"})
+        k += 1
+        t += WINDOW_EVERY_S
+    return {**data, "name": "bench-pipeline", "duration_s": None, "windows": windows,
+            "description": f"arb bench pipeline: {rate:g} quotes/s, a window every {WINDOW_EVERY_S:g} s"}
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for an `arb ...` child that sees exactly `settings` (the bench's broker and data dir)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update({
+        "ARB_DATA_DIR": str(settings.data_dir),
+        "ARB_KAFKA_PORT": str(settings.kafka.embedded_port),
+        "ARB_KAFKA_CONTROLLER_PORT": str(settings.kafka.embedded_controller_port),
+        "ARB_TOPIC_PREFIX": settings.kafka.topics.prefix,
+        "ARB_HOST": settings.host,
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class Chain:
+    """`arb emulate` and the two `arb produce` processes, started the way `arb up` starts them."""
+
+    def __init__(self, settings: Settings, scenario_file: Path, logs: Path) -> None:
+        self.settings = settings
+        self.scenario_file = scenario_file
+        self.logs = logs
+        self.truth_path = settings.run_dir / "emulator-truth.json"
+        self.metrics_path = settings.run_dir / "metrics" / "emulator.json"
+        self.ports = {"coinbase": _free_port(), "binance": _free_port()}
+        self.processes: dict[str, Any] = {}
+
+    def _spawn(self, name: str, *argv: str) -> None:
+        import subprocess
+
+        from arb.kafka import set_parent_death_signal
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as out:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "arb.cli", *argv], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, env=child_env(self.settings), start_new_session=True,
+                preexec_fn=set_parent_death_signal)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        from arb.supervisor import accepts_connections
+        from producers.markets import DEFAULT_SNAPSHOTS
+
+        host = self.settings.host
+        self._spawn("emulator", "emulate", "--scenario", str(self.scenario_file), "--no-control",
+                    "--coinbase-port", str(self.ports["coinbase"]), "--binance-port", str(self.ports["binance"]),
+                    "--truth", str(self.truth_path))
+        deadline = time.monotonic() + timeout_s
+        while not all(accepts_connections(host, port) for port in self.ports.values()):
+            self.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator did not listen within {timeout_s:.0f} s (see {self.logs})")
+            time.sleep(0.25)
+        for exchange, port in self.ports.items():
+            self._spawn(f"producer-{exchange}", "produce", "--exchange", exchange, "--url", f"ws://{host}:{port}",
+                        "--markets", str(DEFAULT_SNAPSHOTS[exchange]))
+
+    def check(self) -> None:
+        """Raise if a child has exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"{name} exited with {process.returncode}: {' | '.join(tail)[:500]}")
+
+    def truth(self) -> list[dict]:
+        try:
+            return json.loads(self.truth_path.read_text())["windows"]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def emulator_quotes(self) -> tuple[int, int] | None:
+        """(quotes sent so far over both venues, when in µs) from the emulator's metrics file."""
+        try:
+            status = json.loads(self.metrics_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return sum(status.get("quotes", {}).values()), int(status["updated_us"])
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        for name in sorted(self.processes, key=lambda n: n == "emulator"):  # producers first, they flush Kafka
+            process = self.processes[name]
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _last(progress: list[dict], name: str) -> dict | None:
+    return next((p for p in reversed(progress) if p.get("name") == name), None)
+
+
 def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
     from arb.settings import KafkaSettings
@@ -205,6 +472,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
     broker.start()
     spark = None
+    chain: Chain | None = None
+    lag: BrokerLag | None = None
     queries: list[Any] = []
     try:
         ensure_topics(bench_settings)
@@ -219,6 +488,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         listener = MetricsListener(config.metrics_dir, detection, keep=True)
         spark.streams.addListener(listener)
         client = bench_settings.kafka.client_config()
+        lag = BrokerLag(client)
         opened: list[dict] = []
 
         def on_alerts(lines: list[dict]) -> None:
@@ -230,21 +500,43 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             kwargs = {"on_alerts": on_alerts, "kafka_client": client} if job == "hotpath" else {}
             queries.append(jobs.start(spark, config, job, **kwargs))
 
-        # Warm-up: the same market without windows until the first slow batches are behind us.
-        rules = config.rules
-        warm_start = time.time_ns() // 1000 + 2_000_000
-        warm = _scenario(rules, warm_start, args.warmup, args.rate, every_s=1e9).records()
-        synthetic.publish(warm, client, bench_settings.kafka.topics, realtime=True)
-        # ... and until the hot path has caught up with it (first batches cost tens of seconds on a busy machine).
-        caught_up_by = time.monotonic() + 300
-        while time.monotonic() < caught_up_by:
-            hot = [p for p in listener.progress if p.get("name") == "hotpath"]
-            if hot and _lag(hot[-1]) == 0 and hot[-1]["durationMs"].get("triggerExecution", 1e9) < 5000:
-                break
+        def check() -> None:
             failed = [q for q in queries if not q.isActive and q.exception() is not None]
             if failed:
                 raise RuntimeError(f"query {failed[0].name} failed: {str(failed[0].exception())[:500]}")
+            if chain is not None:
+                chain.check()
+
+        # Warm-up: market traffic without (counted) windows until the first slow batches are behind us ...
+        rules = config.rules
+        warm_t0 = time.monotonic()
+        if args.source == "direct":
+            warm_start = time.time_ns() // 1000 + 2_000_000
+            warm = _scenario(rules, warm_start, args.warmup, args.rate, every_s=1e9).records()
+            synthetic.publish(warm, client, bench_settings.kafka.topics, realtime=True)
+        else:
+            # Windows all along (the emulator's clock cannot wait); only those sent in the measured period count.
+            horizon = args.warmup + MAX_CATCH_UP_S + args.duration + 60
+            scenario_file = tmp / "scenario.json"
+            scenario_file.write_text(json.dumps(emulator_scenario(rules, args.rate, args.warmup, horizon), indent=1))
+            chain = Chain(bench_settings, scenario_file, tmp / "logs")
+            chain.start()
+            while time.monotonic() < warm_t0 + args.warmup:
+                check()
+                time.sleep(0.5)
+        # ... and until the hot path has caught up with it (first batches cost tens of seconds on a busy machine).
+        caught_up_by = time.monotonic() + MAX_CATCH_UP_S
+        caught_up = False
+        while time.monotonic() < caught_up_by:
+            hot = _last(listener.progress, "hotpath")
+            now = lag.lag(hot)
+            if (hot and now is not None and now[0] <= args.rate * 5
+                    and hot["durationMs"].get("triggerExecution", 1e9) < 5000):
+                caught_up = True
+                break
+            check()
             time.sleep(1)
+        warmup_s = time.monotonic() - warm_t0
 
         silver = SilverLatency(config.table("silver/quotes"))
         silver.prime()
@@ -255,10 +547,6 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         sink_log.addHandler(sink_timings)
         listener.detection = detection
         opened.clear()
-        start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * 20)  # generation time
-        scenario = _scenario(rules, start_us, args.duration, args.rate)
-        records = scenario.records()
-        truth = scenario.truth(records)
         progress_from = len(listener.progress)
         peak = [0.0]
         done = threading.Event()
@@ -267,30 +555,75 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             while not done.is_set():
                 peak[0] = max(peak[0], _rss_mb(os.getpid()))
                 silver.poll()
-                done.wait(0.5)
+                lag.sample(_last(listener.progress, "hotpath"))
+                done.wait(LAG_SAMPLE_S)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t0 = time.monotonic()
-        cpu0 = _cpu_s(os.getpid())
-        synthetic.publish(records, client, bench_settings.kafka.topics, realtime=True)
-        publish_s = time.monotonic() - t0
+        extra: dict[str, Any] = {}
+        if args.source == "direct":
+            start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * 20)  # generation time
+            scenario = _scenario(rules, start_us, args.duration, args.rate)
+            records = scenario.records()
+            truth = scenario.truth(records)
+            sampler = threading.Thread(target=sample, daemon=True)
+            t0 = time.monotonic()
+            cpu0 = _cpu_s(os.getpid())
+            sampler.start()
+            synthetic.publish(records, client, bench_settings.kafka.topics, realtime=True)
+            period_us = (start_us, scenario.end_us)
+            sent, send_s = len(records), time.monotonic() - t0
+            extra["send_rate"] = round(sent / send_s, 1) if send_s else None
+        else:
+            sampler = threading.Thread(target=sample, daemon=True)
+            t0 = time.monotonic()
+            cpu0 = _cpu_s(os.getpid())
+            sampler.start()
+            start_us = time.time_ns() // 1000
+            emulated0 = chain.emulator_quotes()
+            while time.monotonic() < t0 + args.duration:
+                check()
+                time.sleep(0.5)
+            period_us = (start_us, time.time_ns() // 1000)
+            emulated1 = chain.emulator_quotes()
+            sent = emulated1[0] - emulated0[0] if emulated0 and emulated1 else 0
+            span = (emulated1[1] - emulated0[1]) / 1e6 if emulated0 and emulated1 else 0
+            extra["send_rate"] = round(sent / span, 1) if span else None  # what the emulator achieved
+        slack_us = rules.staleness_us + 300_000  # S, plus the venues' own lag behind each other
+
+        def injected() -> list[dict]:
+            return truth if args.source == "direct" else chain.truth()
+
+        def accuracy() -> dict[str, Any]:
+            return match_alerts(list(opened), injected(), period_us, slack_us, parse_iso_us)
+
         # Let the pipeline drain: the last window's OPEN and the last silver files.
         drain_until = time.monotonic() + 30
-        while time.monotonic() < drain_until and len(opened) < len(truth):
+        while time.monotonic() < drain_until:
+            now = accuracy()
+            if now["windows_found"] >= now["windows_injected"]:
+                break
             time.sleep(0.5)
         time.sleep(3)
         done.set()
         sampler.join()
         silver.poll()
         cpu = _cpu_s(os.getpid()) - cpu0
-        report = _report(args, listener.progress[progress_from:], detection, silver, opened, truth, rules,
-                         publish_s, len(records), peak[0], parse_iso_us)
+        if chain is not None:
+            chain.stop()  # the emulator writes its final truth
+        matched = accuracy()
+        report = _report(args, listener.progress[progress_from:], matched, detection, silver, lag.samples,
+                         sent, peak[0], parse_iso_us)
+        report.update(extra)
+        report["warmup_s"] = round(warmup_s, 1)
+        report["caught_up_before_measuring"] = caught_up
         report["cpu_s"] = round(cpu, 1)
         report["hotpath_sink_mean_ms"] = sink_timings.mean()
-        report["cpu_ms_per_quote"] = round(cpu * 1000 / max(1, len(records)), 3)
+        report["cpu_ms_per_quote"] = round(cpu * 1000 / max(1, sent), 3)
         return report
     finally:
+        if chain is not None:
+            chain.stop()
+        if lag is not None:
+            lag.close()
         for query in queries:
             try:
                 query.stop()
@@ -305,28 +638,13 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _lag(progress: dict) -> int | None:
-    total = 0
-    for source in progress.get("sources", []):
-        latest, end = source.get("latestOffset"), source.get("endOffset")
-        if not latest or not end:
-            return None
-        latest = json.loads(latest) if isinstance(latest, str) else latest
-        end = json.loads(end) if isinstance(end, str) else end
-        for topic, parts in latest.items():
-            for part, offset in parts.items():
-                total += int(offset) - int(end.get(topic, {}).get(part, 0))
-    return total
-
-
-def _report(args, progress, detection, silver, opened, truth, rules, publish_s, sent, peak_rss, parse_iso_us):
+def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_rss, parse_iso_us):
     hot = [p for p in progress if p.get("name") == "hotpath"]
     durations = [p["durationMs"].get("triggerExecution", 0) for p in hot if p.get("numInputRows")]
     silver_batches = [p["durationMs"].get("triggerExecution", 0) for p in progress
                       if p.get("name") == "silver" and p.get("numInputRows")]
     state_ms = [op.get("allUpdatesTimeMs", 0) + op.get("commitTimeMs", 0)
                 for p in progress if p.get("name") == "silver" for op in p.get("stateOperators", [])]
-    lags = [lag for lag in (_lag(p) for p in hot) if lag is not None]
     rows = sum(p.get("numInputRows", 0) for p in hot)
     span_s = 0.0
     if len(hot) >= 2:
@@ -337,36 +655,25 @@ def _report(args, progress, detection, silver, opened, truth, rules, publish_s, 
         for key, value in p["durationMs"].items():
             breakdown[key] = breakdown.get(key, 0) + value
     breakdown = {k: round(v / max(1, len(hot))) for k, v in sorted(breakdown.items())}
-    staleness = rules.staleness_us
-    found, false = 0, 0
-    matched: set[int] = set()
-    for line in opened:
-        start = parse_iso_us(line["start_ts"])
-        hit = next((i for i, t in enumerate(truth) if i not in matched and t["pair"] == line["pair"]
-                    and t["direction"] == line["direction"] and abs(t["start_us"] - start) <= staleness), None)
-        if hit is None:
-            false += 1
-        else:
-            matched.add(hit)
-            found += 1
-    summary = detection.summary()
+    latencies = matched["latencies_ms"]
+    from_event = detection.summary()
     silver_samples = silver.samples
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.node()} {os.cpu_count()} cores {platform.machine()}",
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "source": args.source,
         "rate_target": args.rate,
         "duration_s": args.duration,
         "records_sent": sent,
-        "send_rate": round(sent / publish_s, 1) if publish_s else None,
-        "detection_p50_ms": summary["detection_p50_ms"],
-        "detection_p99_ms": summary["detection_p99_ms"],
+        "detection_p50_ms": _pct(latencies, 50),
+        "detection_p99_ms": _pct(latencies, 99),
+        "detection_max_ms": round(max(latencies), 1) if latencies else None,
+        "detection_from_event_time_p99_ms": from_event["detection_p99_ms"],
         "silver_p50_ms": _pct(silver_samples, 50),
         "silver_p99_ms": _pct(silver_samples, 99),
         "quotes_per_s": round(rows / span_s, 1) if span_s else None,
-        "lag_start": lags[0] if lags else None,
-        "lag_end": lags[-1] if lags else None,
-        "lag_growth": (lags[-1] - lags[0]) if lags else None,
+        **lag_trend([(t - lag_samples[0][0], lag, end) for t, lag, end in lag_samples]),
         "batches": len(hot),
         "batch_p50_ms": _pct(durations, 50),
         "batch_p99_ms": _pct(durations, 99),
@@ -375,9 +682,9 @@ def _report(args, progress, detection, silver, opened, truth, rules, publish_s, 
         "silver_batch_p50_ms": _pct(silver_batches, 50),
         "silver_batch_p99_ms": _pct(silver_batches, 99),
         "silver_dedupe_state_p50_ms": _pct(state_ms, 50),
-        "windows_injected": len(truth),
-        "windows_found": found,
-        "windows_false": false,
+        "windows_injected": matched["windows_injected"],
+        "windows_found": matched["windows_found"],
+        "windows_false": matched["windows_false"],
         "peak_rss_mb": round(peak_rss),
         "python": sys.version.split()[0],
     }
