@@ -117,14 +117,26 @@ class Trade:
 
 @dataclass(frozen=True, slots=True)
 class FeedStatus:
-    """A change in a feed's health: connect, disconnect, sequence gap, resync, silence."""
+    """A change in a feed's health: connect, disconnect, sequence gap, resync, silence.
+
+    A `gap` in a venue's trade ids also says which ids were missed (inclusive range, as the channel numbers them:
+    Binance aggTrade ids for `@aggTrade`); the three fields are null on every other status.
+    """
 
     exchange: str
     state: FeedState
     detail: str
     ts_recv_us: int
     symbol: str | None = None
+    missed_trades: int | None = None
+    first_missed_trade_id: int | None = None
+    last_missed_trade_id: int | None = None
     type: ClassVar[str] = "status"
+
+    def __post_init__(self) -> None:
+        first, last = self.first_missed_trade_id, self.last_missed_trade_id
+        if (first is None) != (last is None) or (first is not None and self.missed_trades != last - first + 1):
+            raise InvalidEvent(f"missed trade ids {first}..{last} do not make {self.missed_trades} trades")
 
 
 Event = Quote | Trade | FeedStatus

@@ -10,6 +10,10 @@ Combined streams wrap every payload as `{"stream": "<symbol>@<channel>", "data":
                  "q": "58.00000000", "f": 19862790, "l": 19862790, "T": 1633998523963, "m": false, "M": true}
 
 `m` is "the buyer is the maker": m=true means a resting buy order was hit, so the taker SOLD.
+
+Trade ids are consecutive per symbol and channel. The last one published is kept across reconnects (for the life of
+the process), so the first trade on a new connection shows the trades lost while it was down: a `gap` status with
+the missed ids, like a skip within a connection. bookTicker is stateless: nothing to rebuild after either.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, NamedTuple
 
-from arbitrage.events import Event, FeedState, Quote, Side, Trade
+from arbitrage.events import Event, Quote, Side, Trade
 from arbitrage.symbols import SymbolMap
-from producers.feed import BadFrame, Feed, integer, json_object, ms_to_us, price, size
+from producers.feed import BadFrame, Feed, integer, json_object, ms_to_us, price, size, trade_id_gap
 
 
 class BnBookTicker(NamedTuple):
@@ -88,7 +92,8 @@ class Binance(Feed):
     def __init__(self, markets: SymbolMap, symbols: Sequence[str] = ()) -> None:
         super().__init__(markets, symbols)
         self._last_update_id: dict[str, int] = {}  # symbol -> last bookTicker u on this connection
-        self._last_trade_id: dict[tuple[str, str], int] = {}  # (symbol, channel) -> last trade / agg id
+        self._last_trade_id: dict[tuple[str, str], int] = {}  # (symbol, channel) -> last trade / agg id, kept
+        self._traded: set[tuple[str, str]] = set()  # (symbol, channel) with a trade on this connection
         self._handlers = {
             "bookTicker": self._on_book_ticker,
             "trade": self._on_trade,
@@ -109,7 +114,7 @@ class Binance(Feed):
     def on_connect(self) -> None:
         super().on_connect()
         self._last_update_id.clear()
-        self._last_trade_id.clear()
+        self._traded.clear()
 
     def parse(self, frame: str, recv_ts_us: int) -> list[Event]:
         """One text frame -> the quotes, trades and feed-status events it implies (raises BadFrame)."""
@@ -177,11 +182,12 @@ class Binance(Feed):
             return []  # one event per trade id
         self._last_trade_id[key] = trade.trade_id
         out: list[Event] = []
-        if last is not None and trade.trade_id > last + 1:
-            # Trade ids are consecutive per symbol: some were lost. bookTicker is stateless, so nothing to rebuild.
-            missed = trade.trade_id - last - 1
-            out.append(self._status(FeedState.GAP, f"{channel} id {trade.trade_id} after {last} ({missed} missed)",
-                                    recv_ts_us, symbol))
+        across_reconnect = key not in self._traded
+        if across_reconnect:
+            self._traded.add(key)
+        gap = trade_id_gap(f"{channel} id", trade.trade_id, last, across_reconnect)
+        if gap is not None:
+            out.append(self._gap_status(gap, recv_ts_us, symbol))
         side = Side.SELL if trade.buyer_is_maker else Side.BUY
         out.append(
             Trade(self.name, symbol, trade.symbol, trade.price, trade.size, side, str(trade.trade_id),

@@ -21,10 +21,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
-from arbitrage.events import Event, FeedState, FeedStatus, Quote, Side, Trade
+from arbitrage.events import Event, FeedState, Quote, Side, Trade
 from arbitrage.symbols import SymbolMap
 from producers.book import L2Book, SequenceCheck, Top
-from producers.feed import BadFrame, Feed, integer, iso_to_us, json_object, price, size
+from producers.feed import BadFrame, Feed, Gap, integer, iso_to_us, json_object, price, size
 
 
 # -- raw payloads: typed, immutable, decoded in one place ------------------------------------------------------------
@@ -136,9 +136,10 @@ def decode_heartbeat(msg: dict) -> CbHeartbeat:
 
 
 class _Product:
-    """Per-product state: the book, the last emitted top, the gap check of the current connection."""
+    """Per-product state: the book, the last emitted top, the gap check of the current connection (which carries the
+    last trade id accounted for into the next connection)."""
 
-    __slots__ = ("symbol", "venue_symbol", "book", "top", "check", "last_emitted_trade_id")
+    __slots__ = ("symbol", "venue_symbol", "book", "top", "check")
 
     def __init__(self, symbol: str, venue_symbol: str) -> None:
         self.symbol = symbol
@@ -146,7 +147,6 @@ class _Product:
         self.book: L2Book | None = None  # None until a snapshot (and again after a gap)
         self.top: Top | None = None
         self.check = SequenceCheck()
-        self.last_emitted_trade_id: int | None = None
 
 
 class Coinbase(Feed):
@@ -200,7 +200,7 @@ class Coinbase(Feed):
         for product in self._products.values():
             product.book = None
             product.top = None
-            product.check = SequenceCheck()
+            product.check = SequenceCheck(product.check.last_trade_id)
 
     def awaiting_snapshot(self) -> list[str]:
         """Symbols whose book is being rebuilt after a gap."""
@@ -272,16 +272,15 @@ class Coinbase(Feed):
         match = decode_match(msg)
         product = self._product(match.product_id)
         check = product.check
-        if check.last_trade_id is None and match.trade_id == product.last_emitted_trade_id:
-            # The first trade on a new connection is the `last_match` we already published before the reconnect.
-            check.last_trade_id = match.trade_id
-            return []
+        across_reconnect = check.carried  # e.g. the `last_match` sent on subscribe after a reconnect
         is_new, gap = check.match(match.trade_id, match.sequence)
         out: list[Event] = []
-        if gap is not None:
+        if gap is not None and across_reconnect:
+            # Trades lost while the connection was down: reported, but this connection's book is sound.
+            out.append(self._gap_status(gap, recv_ts_us, product.symbol))
+        elif gap is not None:
             self._gap(product, gap, recv_ts_us, out)
         if is_new:
-            product.last_emitted_trade_id = match.trade_id
             out.append(
                 Trade(
                     self.name,
@@ -316,9 +315,9 @@ class Coinbase(Feed):
     def _on_error(self, msg: dict, recv_ts_us: int) -> list[Event]:
         raise BadFrame(f"exchange error: {msg.get('message')!r} {msg.get('reason', '')!r}")
 
-    def _gap(self, product: _Product, detail: str, recv_ts_us: int, out: list[Event]) -> None:
-        """Drop the product's book and ask the connection for a fresh snapshot."""
-        out.append(FeedStatus(self.name, FeedState.GAP, detail, recv_ts_us, product.symbol))
+    def _gap(self, product: _Product, gap: Gap, recv_ts_us: int, out: list[Event]) -> None:
+        """Report the gap, drop the product's book and ask the connection for a fresh snapshot."""
+        out.append(self._gap_status(gap, recv_ts_us, product.symbol))
         product.book = None
         product.top = None
         self._needs_resync.add(product.symbol)

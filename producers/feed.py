@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -133,6 +133,26 @@ def integer(value: Any, name: str) -> int:
     return value
 
 
+class Gap(NamedTuple):
+    """A break in a venue's numbering: what the status says, and the trade ids missed (inclusive; None when the
+    break is not a skip in trade ids, e.g. a sequence going backwards)."""
+
+    detail: str
+    first_missed: int | None = None
+    last_missed: int | None = None
+
+
+def trade_id_gap(name: str, trade_id: int, last: int | None, across_reconnect: bool) -> Gap | None:
+    """The gap between the last trade id accounted for and a newer one (None when they are consecutive).
+
+    `across_reconnect`: `last` was seen on an earlier connection, so the ids were lost while reconnecting."""
+    if last is None or trade_id <= last + 1:
+        return None
+    missed = trade_id - last - 1
+    when = " while disconnected" if across_reconnect else ""
+    return Gap(f"{name} {trade_id} after {last} ({missed} missed{when})", last + 1, trade_id - 1)
+
+
 class Feed:
     """Base of the exchange modules: symbols, per-connection reset, requests to the connection loop."""
 
@@ -210,6 +230,11 @@ class Feed:
 
     def _status(self, state: FeedState, detail: str, recv_ts_us: int, symbol: str | None = None) -> FeedStatus:
         return FeedStatus(exchange=self.name, state=state, detail=detail, ts_recv_us=recv_ts_us, symbol=symbol)
+
+    def _gap_status(self, gap: Gap, recv_ts_us: int, symbol: str) -> FeedStatus:
+        first, last = gap.first_missed, gap.last_missed
+        return FeedStatus(self.name, FeedState.GAP, gap.detail, recv_ts_us, symbol,
+                          None if first is None else last - first + 1, first, last)
 
     def _resynced(self, symbol: str, recv_ts_us: int, out: list[Event]) -> None:
         """Called before a symbol's first top of book on a connection: report the resync after a gap/disconnect."""

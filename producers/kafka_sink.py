@@ -112,6 +112,10 @@ class KafkaSink:
         self.metrics.statuses += 1
         if status.state is FeedState.GAP:
             self.metrics.gaps += 1
+            self.metrics.missed_trades += status.missed_trades or 0
+            log_event(log, "gap", logging.WARNING, exchange=status.exchange, symbol=status.symbol,
+                      missed_trades=status.missed_trades, first_missed=status.first_missed_trade_id,
+                      last_missed=status.last_missed_trade_id, detail=status.detail)
         self._produce(self._status_topic, to_json(status), status.exchange, None)
 
     def dead_letter(self, letter: DeadLetter) -> None:

@@ -28,6 +28,7 @@ class ProducerMetrics:
         self.statuses = 0
         self.invalid = 0
         self.gaps = 0
+        self.missed_trades = 0  # trade ids skipped, summed over the gaps that name them
         self.reconnects = 0
         self.delivery_failures = 0
         self.acked = 0
@@ -61,6 +62,7 @@ class ProducerMetrics:
             "trades": self.trades,
             "invalid": self.invalid,
             "gaps": self.gaps,
+            "missed_trades": self.missed_trades,
             "reconnects": self.reconnects,
             "delivery_failures": self.delivery_failures,
             "updated_ts": time.time(),

@@ -130,3 +130,50 @@ def test_bad_frame_raises_badframe_with_its_reason(feed, frame, reason):
     with pytest.raises(BadFrame) as info:
         feed.parse(frame, 1)
     assert info.value.reason == reason
+
+
+# -- trades lost while reconnecting (the last trade id is kept across connections) ------------------------------------
+
+
+def _capture_trade(channel: str, trade_id: int) -> str:
+    """The capture's NKNUSDT aggTrade frame, renumbered (as `trade`: the same fields with `t` for the id)."""
+    raw = next(raw for raw, _ in capture(BINANCE_CAPTURE) if '"nknusdt@aggTrade"' in raw)
+    data = orjson.loads(raw)["data"]
+    if channel == "aggTrade":
+        data.update(a=trade_id)
+    else:
+        data = {k: v for k, v in data.items() if k not in ("a", "f", "l")} | {"e": "trade", "t": trade_id}
+    return orjson.dumps({"stream": f"nknusdt@{channel}", "data": data}).decode()
+
+
+@pytest.mark.parametrize("channel", ["trade", "aggTrade"])
+def test_reconnect_without_lost_trades_reports_no_gap(feed, channel):
+    first = 15683430
+    assert len(feed.parse(_capture_trade(channel, first), 1)) == 1
+    feed.on_connect()
+    events = feed.parse(_capture_trade(channel, first + 1), 2)
+    assert [(e.type, e.trade_id) for e in events] == [("trade", str(first + 1))]
+
+
+@pytest.mark.parametrize("channel", ["trade", "aggTrade"])
+def test_trades_lost_during_a_reconnect_are_one_gap_with_their_count_and_ids(feed, channel):
+    first = 15683430
+    feed.parse(_capture_trade(channel, first), 1)
+    feed.on_connect()
+    assert feed.parse(_capture_trade(channel, first), 2) == []  # an id already published is not published again
+    gap, trade = feed.parse(_capture_trade(channel, first + 4), 3)  # 3 trades went by while reconnecting
+    assert (gap.state, gap.symbol, gap.missed_trades, gap.first_missed_trade_id, gap.last_missed_trade_id) == (
+        FeedState.GAP, "NKN/USDT", 3, first + 1, first + 3)
+    assert gap.detail == f"{channel} id {first + 4} after {first} (3 missed while disconnected)"
+    assert trade.trade_id == str(first + 4)
+    assert feed.parse(_capture_trade(channel, first + 5), 4)[0].type == "trade"  # and nothing more after it
+
+
+def test_the_capture_replayed_over_a_reconnect_reports_no_gap():
+    frames = capture(BINANCE_CAPTURE)
+    feed = Binance(binance_markets(), ["NKN/USDT", "BLZ/ETH", "LRC/BTC", "RUNE/EUR"])
+    before, _ = replay(feed, frames[:150])
+    feed.on_connect()
+    after, _ = replay(feed, frames[150:])
+    assert [e for e in before + after if isinstance(e, FeedStatus) and e.state is FeedState.GAP] == []
+    assert sum(e.type == "trade" for e in before + after) == 2

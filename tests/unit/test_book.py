@@ -8,7 +8,8 @@ import pytest
 from arbitrage.events import FeedState, FeedStatus, Quote
 from producers.book import L2Book, SequenceCheck
 from producers.coinbase import Coinbase
-from tests.unit.producer_helpers import COINBASE_CAPTURE, capture, coinbase_markets
+from producers.feed import Gap
+from tests.unit.producer_helpers import COINBASE_CAPTURE, capture, coinbase_markets, replay
 
 D = Decimal
 
@@ -128,19 +129,19 @@ def test_consecutive_trade_ids_are_no_gap():
 def test_skipped_trade_id_is_a_gap():
     check = SequenceCheck()
     check.match(10, 1000)
-    assert check.match(13, 1100) == (True, "trade_id 13 after 10 (2 missed)")
+    assert check.match(13, 1100) == (True, Gap("trade_id 13 after 10 (2 missed)", 11, 12))
 
 
 def test_heartbeat_announcing_an_unseen_trade_is_a_gap():
     check = SequenceCheck()
     check.match(10, 1000)
-    assert check.heartbeat(11, 1200) == "heartbeat last_trade_id 11 after trade 10 (1 missed)"
+    assert check.heartbeat(11, 1200) == Gap("heartbeat last_trade_id 11 after trade 10 (1 missed)", 11, 11)
 
 
 def test_sequence_going_backwards_is_a_gap():
     check = SequenceCheck()
     check.heartbeat(0, 500)
-    assert check.heartbeat(0, 400) == "sequence 400 after 500"
+    assert check.heartbeat(0, 400) == Gap("sequence 400 after 500")
 
 
 def test_heartbeat_before_any_trade_sets_no_baseline():
@@ -180,3 +181,50 @@ def test_reconnect_snapshot_reports_resynced_and_last_match_is_not_repeated(feed
     statuses = [e for e in feed.parse(snapshot(), 4) if isinstance(e, FeedStatus)]
     assert [s.state for s in statuses] == [FeedState.RESYNCED]
     assert len(feed.parse(match(6, 11), 5)) == 1
+
+
+# -- trades lost while reconnecting (the last trade id is kept across connections) ------------------------------------
+
+
+def _match_frames(frames, product):
+    return [i for i, (raw, _) in enumerate(frames) if f'"product_id":"{product}"' in raw and 'match"' in raw]
+
+
+def test_capture_replayed_over_a_reconnect_without_loss_reports_no_gap():
+    frames = capture(COINBASE_CAPTURE)
+    feed = Coinbase(coinbase_markets(), ["BAND/BTC", "BAND/GBP", "NU/GBP", "YFI/BTC", "CRV/EUR"])
+    cut = _match_frames(frames, "BAND-BTC")[3]  # after the capture's fourth BAND-BTC trade
+    before, _ = replay(feed, frames[:cut])
+    feed.on_connect()
+    after, _ = replay(feed, [frames[0]] + frames[cut:])  # the new connection's subscriptions reply, then the rest
+    gaps = [e for e in before + after if isinstance(e, FeedStatus) and e.state is FeedState.GAP]
+    trades = [e.trade_id for e in before + after if e.type == "trade" and e.symbol == "BAND/BTC"]
+    assert gaps == []
+    assert trades == [str(i) for i in range(1287325, 1287334)]  # each once, in order
+
+
+def test_capture_with_trades_lost_during_a_reconnect_reports_one_gap_with_their_ids():
+    frames = capture(COINBASE_CAPTURE)
+    feed = Coinbase(coinbase_markets(), ["BAND/BTC", "BAND/GBP", "NU/GBP", "YFI/BTC", "CRV/EUR"])
+    band_btc = _match_frames(frames, "BAND-BTC")
+    lost_from, lost_to = band_btc[2], band_btc[4]  # trades 1287327 and 1287328 were in flight on the cut connection
+    replay(feed, frames[:lost_from])
+    feed.on_connect()
+    events, _ = replay(feed, frames[lost_to:])
+    gaps = [e for e in events if isinstance(e, FeedStatus) and e.state is FeedState.GAP]
+    assert [(g.symbol, g.missed_trades, g.first_missed_trade_id, g.last_missed_trade_id) for g in gaps] == [
+        ("BAND/BTC", 2, 1287327, 1287328)]
+    assert gaps[0].detail == "trade_id 1287329 after 1287326 (2 missed while disconnected)"
+    assert not feed.pending  # the lost trades do not make the new connection's book suspect
+
+
+def test_last_match_after_a_reconnect_reports_the_trades_missed_while_disconnected(feed):
+    feed.parse(snapshot(), 1)
+    feed.parse(match(5, 10), 2)
+    feed.on_connect()
+    feed.parse(snapshot(), 3)
+    gap, trade = feed.parse(match(9, 40), 4)  # the new connection's last_match: 6, 7 and 8 went by meanwhile
+    assert (gap.state, gap.missed_trades, gap.first_missed_trade_id, gap.last_missed_trade_id) == (
+        FeedState.GAP, 3, 6, 8)
+    assert trade.trade_id == "9"
+    assert feed.parse(heartbeat(9, 41), 5) == []

@@ -42,7 +42,7 @@ def test_metrics_snapshot_has_the_documented_fields_and_rates_from_the_last_call
     metrics.last_frame_monotonic = 101.5
     snap = metrics.snapshot(now=102.0)
     assert set(snap) >= {"exchange", "connected", "url", "last_frame_age_s", "frames_per_s", "events_per_s", "quotes",
-                         "trades", "invalid", "gaps", "reconnects", "delivery_failures", "updated_ts"}
+                         "trades", "invalid", "gaps", "missed_trades", "reconnects", "delivery_failures", "updated_ts"}
     assert (snap["frames_per_s"], snap["events_per_s"], snap["last_frame_age_s"]) == (250.0, 200.0, 0.5)
 
 

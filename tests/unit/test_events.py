@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from arbitrage.events import (
-    DeadLetter, FeedState, FeedStatus, InvalidEvent, Quote, Side, Trade, from_json, to_dict, to_json,
+    DeadLetter, FeedState, FeedStatus, InvalidEvent, Quote, Side, Trade, from_dict, from_json, to_dict, to_json,
 )
 
 QUOTE = dict(exchange="binance", symbol="BTC/USDT", venue_symbol="BTCUSDT", bid=Decimal("0.35210000"),
@@ -30,9 +30,23 @@ def test_quote_wire_form_keeps_decimal_strings_exactly():
     Trade(**TRADE),
     FeedStatus(exchange="coinbase", state=FeedState.GAP, detail="trade_id 3 after 1", ts_recv_us=5, symbol="NU/GBP"),
     FeedStatus(exchange="binance", state=FeedState.CONNECTED, detail="ws://x", ts_recv_us=6),
+    FeedStatus(exchange="binance", state=FeedState.GAP, detail="trade id 9 after 5 (3 missed while disconnected)",
+               ts_recv_us=7, symbol="NKN/USDT", missed_trades=3, first_missed_trade_id=6, last_missed_trade_id=8),
 ])
 def test_wire_round_trip_gives_back_the_same_event(event):
     assert from_json(to_json(event)) == event
+
+
+def test_status_without_the_missed_trade_fields_still_parses():
+    old = {"v": 1, "type": "status", "exchange": "coinbase", "state": "gap", "detail": "x", "ts_recv_us": 5,
+           "symbol": "NU/GBP"}
+    assert from_dict(old).missed_trades is None
+
+
+def test_gap_whose_missed_ids_do_not_match_its_count_is_rejected():
+    with pytest.raises(InvalidEvent):
+        FeedStatus("binance", FeedState.GAP, "x", 1, "NKN/USDT", missed_trades=2, first_missed_trade_id=6,
+                   last_missed_trade_id=8)
 
 
 def test_trade_side_is_a_string_on_the_wire():
