@@ -31,6 +31,7 @@ import time
 from decimal import Decimal
 from typing import Any, Iterator
 
+import numpy as np
 import orjson
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -104,7 +105,12 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _opt_int(value: Any) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
+    """A nullable long as Arrow hands it over: int, or float / NaN when the column has nulls."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return None if value != value else int(value)
+    return None if pd.isna(value) else int(value)
 
 
 def _tick_to_json(tick: QuoteTick | StatusTick) -> list:
@@ -120,15 +126,21 @@ def _tick_from_json(v: list) -> QuoteTick | StatusTick:
     return QuoteTick(v[1], v[2], Decimal(v[3]), Decimal(v[4]), Decimal(v[5]), Decimal(v[6]), v[7], v[8])
 
 
+_FRAME_COLUMNS = ("kind", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "t_us", "seq", "state")
+
+
 def ticks_from_frame(pdf: pd.DataFrame) -> list[QuoteTick | StatusTick]:
     """Input rows of one pair (TICK_COLUMNS) -> rule ticks."""
     out: list[QuoteTick | StatusTick] = []
-    for row in pdf.itertuples(index=False):
-        if row.kind == "status":
-            out.append(StatusTick(row.exchange, FeedState(row.state), int(row.t_us), None))
+    # Whole columns as Python lists (one conversion each), not a pandas row object per tick.
+    for kind, exchange, symbol, bid, bid_size, ask, ask_size, t_us, seq, state in zip(
+        *(pdf[name].tolist() for name in _FRAME_COLUMNS)
+    ):
+        if kind == "status":
+            out.append(StatusTick(exchange, FeedState(state), int(t_us), None))
         else:
-            out.append(QuoteTick(row.exchange, row.symbol, _decimal(row.bid), _decimal(row.bid_size),
-                                 _decimal(row.ask), _decimal(row.ask_size), int(row.t_us), _opt_int(row.seq)))
+            out.append(QuoteTick(exchange, symbol, _decimal(bid), _decimal(bid_size), _decimal(ask),
+                                 _decimal(ask_size), int(t_us), _opt_int(seq)))
     return out
 
 
@@ -139,31 +151,80 @@ def _identity(tick: QuoteTick | StatusTick) -> tuple:
     return ("q", tick.exchange, tick.seq, tick.event_ts_us)
 
 
-def output_rows(items: list[SpreadRow | WindowEvent], emitted_us: int) -> list[dict]:
-    rows = []
+# A spread row fills the spread half of an output row, a window event the window half; the rest is null.
+_NO_SPREAD = (None,) * (len(SPREAD_COLUMNS) - 1)
+_NO_WINDOW = (None,) * len(_WINDOW_COLUMNS)
+
+
+def output_rows(items: list[SpreadRow | WindowEvent], emitted_us: int) -> list[tuple]:
+    """Processor items -> output rows as tuples in OUTPUT_COLUMNS order (`emitted_us` stamps the window events)."""
+    rows: list[tuple] = []
     for item in items:
         if isinstance(item, SpreadRow):
-            rows.append({"kind": "spread", **{name: getattr(item, name) for name in SPREAD_COLUMNS}})
+            rows.append(("spread", *item, *_NO_WINDOW))  # SpreadRow's fields are SPREAD_COLUMNS, "pair" first
         else:
-            row = {name: getattr(item, name) for name in (
-                "pair", "window_id", "direction", "event", "start_ts_us", "end_ts_us", "duration_ms",
-                "peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason")}
-            rows.append({"kind": "window", **row, "emitted_ts_us": emitted_us})
+            rows.append((
+                "window", item.pair, *_NO_SPREAD, item.window_id, item.direction, item.event, item.start_ts_us,
+                item.end_ts_us, item.duration_ms, item.peak_net_bps, item.mean_net_bps, item.size_at_peak,
+                item.profit_at_peak, item.ticks, item.close_reason, emitted_us,
+            ))
     return rows
 
 
-def output_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows -> a pandas frame typed for OUTPUT_SCHEMA (nullable Int64 longs, decimals as plain strings)."""
-    columns: dict[str, pd.Series] = {}
-    for name in OUTPUT_COLUMNS:
-        values = [row.get(name) for row in rows]
+def _plain(values: tuple) -> list[str | None]:
+    """Decimals -> exact plain strings (never an exponent); a repeated object reuses its string."""
+    if values.count(None) == len(values):  # the window half of spread rows, and vice versa
+        return list(values)
+    out: list[str | None] = []
+    last: Any = None
+    text: str | None = None
+    for value in values:
+        if value is not last:
+            last = value
+            if value is None:
+                text = None
+            else:
+                # str() is twice as fast as format(value, "f") and gives the same text unless it picks exponent
+                # notation (tiny values, positive exponents).
+                text = str(value)
+                if "E" in text:
+                    text = format(value, "f")
+        out.append(text)
+    return out
+
+
+def _longs(values: tuple) -> pd.arrays.IntegerArray:
+    """Python ints and None -> a nullable Int64 array."""
+    nulls = values.count(None)
+    if nulls == 0:
+        return pd.arrays.IntegerArray(np.array(values, dtype=np.int64), np.zeros(len(values), dtype=bool))
+    if nulls == len(values):
+        return pd.arrays.IntegerArray(np.zeros(len(values), dtype=np.int64), np.ones(len(values), dtype=bool))
+    return pd.arrays.IntegerArray(np.array([0 if v is None else v for v in values], dtype=np.int64),
+                                  np.array([v is None for v in values], dtype=bool))
+
+
+def _objects(values: tuple | list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def output_frame(rows: list[tuple] | list[dict]) -> pd.DataFrame:
+    """Rows (tuples in OUTPUT_COLUMNS order, or dicts by column name) -> a pandas frame typed for OUTPUT_SCHEMA
+    (nullable Int64 longs, decimals as plain strings)."""
+    if rows and isinstance(rows[0], dict):
+        rows = [tuple(row.get(name) for name in OUTPUT_COLUMNS) for row in rows]
+    columns = list(zip(*rows)) if rows else [()] * len(OUTPUT_COLUMNS)
+    frame: dict[str, Any] = {}
+    for name, values in zip(OUTPUT_COLUMNS, columns):
         if name in _LONG_FIELDS:
-            columns[name] = pd.Series(values, dtype="Int64")
+            frame[name] = _longs(values)
         elif name in _TEXT_FIELDS:
-            columns[name] = pd.Series(values, dtype=object)
+            frame[name] = _objects(values)
         else:
-            columns[name] = pd.Series([None if v is None else format(v, "f") for v in values], dtype=object)
-    return pd.DataFrame(columns)
+            frame[name] = _objects(_plain(values))
+    return pd.DataFrame(frame)
 
 
 class PairState:
@@ -190,20 +251,24 @@ class PairState:
 
     def add(self, ticks: list[QuoteTick | StatusTick]) -> None:
         seen = {_identity(t) for t in self.buffer}
+        max_t_us = self.max_t_us
         for tick in ticks:
             identity = _identity(tick)
             if identity not in seen:
                 seen.add(identity)
                 self.buffer.append(tick)
-                self.max_t_us = max(self.max_t_us, _time(tick))
+                max_t_us = max(max_t_us, _time(tick))
+        self.max_t_us = max_t_us
 
     def release(self, watermark_us: int) -> list[SpreadRow | WindowEvent]:
         """Feed every buffered tick with t <= watermark in RULES.md order, then fire stale closes up to it."""
-        ready = sorted((t for t in self.buffer if _time(t) <= watermark_us), key=sort_key)
-        self.buffer = [t for t in self.buffer if _time(t) > watermark_us]
-        out: list[SpreadRow | WindowEvent] = []
-        for tick in ready:
-            out.extend(self.tracker.on_status(tick) if isinstance(tick, StatusTick) else self.tracker.on_quote(tick))
+        ready: list[QuoteTick | StatusTick] = []
+        kept: list[QuoteTick | StatusTick] = []
+        for tick in self.buffer:
+            (ready if _time(tick) <= watermark_us else kept).append(tick)
+        ready.sort(key=sort_key)
+        self.buffer = kept
+        out = self.tracker.feed(ready)
         if watermark_us > 0:
             out.extend(self.tracker.advance_to(watermark_us))
         return out
@@ -232,9 +297,12 @@ class ArbProcessor(StatefulProcessor):
         self.handle = handle
         self.state = handle.getValueState("pair_state", STATE_SCHEMA)
 
-    def _run(self, pair_name: str, new_ticks: list, watermark_ms: int) -> Iterator[pd.DataFrame]:
+    def _run(self, pair_name: str, new_ticks: list, watermark_ms: int,
+             expired_timer_ms: int | None = None) -> Iterator[pd.DataFrame]:
         raw = self.state.get()[0] if self.state.exists() else None
         state = PairState.load(raw, self.rules.pair(pair_name), self.rules)
+        if expired_timer_ms is not None and state.timer_ms == expired_timer_ms:
+            state.timer_ms = None  # the fired timer is gone; forget it so the next one is registered
         state.add(new_ticks)
         # Final = at or below the watermark, or at or below this pair's own max event time minus the delay: Spark's
         # next watermark is at least that high, so any later tick at or below it is late and dropped anyway. This
@@ -261,14 +329,7 @@ class ArbProcessor(StatefulProcessor):
         yield from self._run(key[0], ticks, timerValues.getCurrentWatermarkInMs())
 
     def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Iterator[pd.DataFrame]:
-        # The fired timer is gone; forget it so _run registers the next one.
-        if self.state.exists():
-            raw = self.state.get()[0]
-            doc = orjson.loads(raw)
-            if doc.get("timer_ms") == expiredTimerInfo.getExpiryTimeInMs():
-                doc["timer_ms"] = None
-                self.state.update((orjson.dumps(doc).decode(),))
-        yield from self._run(key[0], [], timerValues.getCurrentWatermarkInMs())
+        yield from self._run(key[0], [], timerValues.getCurrentWatermarkInMs(), expiredTimerInfo.getExpiryTimeInMs())
 
     def close(self) -> None:
         pass

@@ -1,0 +1,223 @@
+"""`arb bench processor [--ticks N] [--json]`: the hot-path processor's Python cost per tick, without Spark.
+
+Feeds a synthetic market (streaming.synthetic, windows injected) through `streaming.hotpath.ArbProcessor` exactly as
+`transformWithStateInPandas` calls it: per micro-batch and pair, pandas frames typed as Spark's Arrow hands them over
+(decimal(30,12) money as `Decimal`, longs as int64, a nullable long with nulls as float64), the state store round trip
+(a JSON string per pair), event-time timers fired once the watermark passes them. The figure is processor time per
+input tick (wall clock, one core); the frames are built before the clock starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from arbitrage.events import FeedStatus, Quote, from_json
+from arbitrage.rules import RulesConfig
+from arbitrage.spread import DIRECTIONS
+from streaming.synthetic import Injected, Scenario
+
+_SCALE = Decimal("1e-12")  # decimal(30,12), as Spark's Arrow conversion gives it
+
+
+def register_bench(subparsers: Any) -> None:
+    parser = subparsers.add_parser("processor", help="hot-path processor: pure-Python µs per tick (no Spark)")
+    parser.add_argument("--ticks", type=int, default=20_000, help="quote ticks across both exchanges and every pair")
+    parser.add_argument("--rate", type=float, default=2000, help="market quotes per second (sets ticks per batch)")
+    parser.add_argument("--batch-s", type=float, default=1.0, help="event-time seconds per micro-batch")
+    parser.add_argument("--watermark-ms", type=int, default=300, help="watermark delay D")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best one is reported")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+@dataclass
+class Batch:
+    watermark_ms: int
+    frames: dict[str, pd.DataFrame]  # pair -> its input rows
+
+
+def _money(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(_SCALE)
+
+
+def tick_frame(events: list[tuple[str, Quote | FeedStatus]]) -> pd.DataFrame:
+    """(pair, event) -> the rows `pair_ticks` gives the processor (TICK_COLUMNS + event_ts), Arrow-typed."""
+    rows = []
+    for pair, e in events:
+        if isinstance(e, Quote):
+            t = e.ts_event_us if e.ts_event_us is not None else e.ts_recv_us
+            rows.append((pair, "quote", e.exchange, e.symbol, _money(e.bid), _money(e.bid_size), _money(e.ask),
+                         _money(e.ask_size), t, e.seq, None))
+        else:
+            rows.append((pair, "status", e.exchange, e.symbol, None, None, None, None, e.ts_recv_us, None,
+                         str(e.state)))
+    frame = pd.DataFrame(rows, columns=["pair", "kind", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size",
+                                        "t_us", "seq", "state"])
+    frame["t_us"] = frame["t_us"].astype("int64")
+    frame["seq"] = frame["seq"].astype("float64" if frame["seq"].isna().any() else "int64")
+    frame["event_ts"] = pd.to_datetime(frame["t_us"], unit="us")
+    return frame
+
+
+def market_batches(rules: RulesConfig, ticks: int, rate: float, batch_s: float, delay_ms: int) -> list[Batch]:
+    """The synthetic market cut into micro-batches of `batch_s` event-time seconds, one frame per pair.
+
+    A batch's watermark is the latest event time of the batches before it minus `delay_ms`, as Spark sets it.
+    """
+    start_us = 1_795_308_000_000_000
+    scenario = _scenario(rules, start_us, ticks / rate, rate)
+    batches: list[Batch] = []
+    current: dict[str, list[tuple[str, Quote | FeedStatus]]] = {}
+    step_us = int(batch_s * 1e6)
+    batch_end = start_us + step_us
+    max_t_us = 0
+    watermark_ms = 0
+    for record in scenario.records():
+        if not record.topic_kind.startswith(("quotes:", "status")):
+            continue
+        while record.t_us >= batch_end:
+            batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}))
+            current = {}
+            watermark_ms = max(watermark_ms, max_t_us // 1000 - delay_ms)
+            batch_end += step_us
+        event = from_json(record.value)
+        for pair in _pairs_of(rules, event):
+            current.setdefault(pair, []).append((pair, event))
+        max_t_us = max(max_t_us, record.t_us)
+    batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}))
+    return batches
+
+
+def _scenario(rules: RulesConfig, start_us: int, duration_s: float, rate: float) -> Scenario:
+    """The market with a 2 s window every 3 s, pairs and directions in turn."""
+    windows = []
+    t = 1.0
+    while t + 2.0 < duration_s:
+        k = len(windows)
+        windows.append(Injected(rules.pairs[k % len(rules.pairs)].name, DIRECTIONS[k % 2], start_us + int(t * 1e6),
+                                start_us + int((t + 2.0) * 1e6)))
+        t += 3.0
+    return Scenario(rules, start_us, duration_s, rate, windows=windows, tail_s=0.0)
+
+
+def _pairs_of(rules: RulesConfig, event: Quote | FeedStatus) -> list[str]:
+    if isinstance(event, FeedStatus) and event.symbol is None:
+        return [p.name for p in rules.pairs]
+    return [p.name for p in rules.pairs_for(event.exchange, event.symbol)]
+
+
+class _Driver:
+    """Stands in for transformWithStateInPandas: a value state and event-time timers per key."""
+
+    def __init__(self) -> None:
+        self.key: str = ""
+        self.values: dict[str, tuple] = {}
+        self.timers: dict[str, set[int]] = {}
+
+    # StatefulProcessorHandle
+    def getValueState(self, name: str, schema: Any) -> "_Driver":
+        return self
+
+    def registerTimer(self, ms: int) -> None:
+        self.timers.setdefault(self.key, set()).add(ms)
+
+    def deleteTimer(self, ms: int) -> None:
+        self.timers.get(self.key, set()).discard(ms)
+
+    # ValueState
+    def exists(self) -> bool:
+        return self.key in self.values
+
+    def get(self) -> tuple:
+        return self.values[self.key]
+
+    def update(self, value: tuple) -> None:
+        self.values[self.key] = value
+
+
+@dataclass
+class _TimerValues:
+    watermark_ms: int
+
+    def getCurrentWatermarkInMs(self) -> int:
+        return self.watermark_ms
+
+
+@dataclass
+class _Expired:
+    expiry_ms: int
+
+    def getExpiryTimeInMs(self) -> int:
+        return self.expiry_ms
+
+
+@dataclass
+class Result:
+    seconds: float
+    ticks: int
+    outputs: list[pd.DataFrame] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)  # pair -> its state store document at the end
+
+    @property
+    def us_per_tick(self) -> float:
+        return self.seconds / self.ticks * 1e6
+
+
+def run_processor(rules: RulesConfig, batches: list[Batch], delay_ms: int) -> Result:
+    """Every batch through a fresh ArbProcessor: input rows per pair, then the timers the watermark passed."""
+    from streaming.hotpath import ArbProcessor
+
+    driver = _Driver()
+    processor = ArbProcessor(rules, delay_ms)
+    processor.init(driver)
+    outputs: list[pd.DataFrame] = []
+    ticks = sum(len(f) for b in batches for f in b.frames.values())
+    started = time.perf_counter()
+    for batch in batches:
+        timer_values = _TimerValues(batch.watermark_ms)
+        for pair, frame in batch.frames.items():
+            driver.key = pair
+            outputs.extend(processor.handleInputRows((pair,), iter([frame]), timer_values))
+        for pair in list(driver.timers):
+            driver.key = pair
+            for ms in sorted(m for m in driver.timers[pair] if m <= batch.watermark_ms):
+                driver.timers[pair].discard(ms)
+                outputs.extend(processor.handleExpiredTimer((pair,), timer_values, _Expired(ms)))
+    seconds = time.perf_counter() - started
+    return Result(seconds, ticks, outputs, {pair: value[0] for pair, value in driver.values.items()})
+
+
+def measure(ticks: int = 20_000, rate: float = 2000, batch_s: float = 1.0, delay_ms: int = 300,
+            repeat: int = 3) -> dict[str, Any]:
+    rules = RulesConfig()
+    batches = market_batches(rules, ticks, rate, batch_s, delay_ms)
+    best = min((run_processor(rules, batches, delay_ms) for _ in range(repeat)), key=lambda r: r.seconds)
+    rows = pd.concat(best.outputs) if best.outputs else pd.DataFrame()
+    return {
+        "ticks": best.ticks,
+        "batches": len(batches),
+        "us_per_tick": round(best.us_per_tick, 1),
+        "seconds": round(best.seconds, 3),
+        "spread_rows": int((rows["kind"] == "spread").sum()) if len(rows) else 0,
+        "window_events": int((rows["kind"] == "window").sum()) if len(rows) else 0,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def run(args: argparse.Namespace, settings: Any) -> int:
+    result = measure(args.ticks, args.rate, args.batch_s, args.watermark_ms, args.repeat)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"processor: {result['us_per_tick']} µs/tick ({result['ticks']} ticks in {result['batches']} batches, "
+              f"{result['spread_rows']} spread rows, {result['window_events']} window events, best of {args.repeat})")
+    return 0
