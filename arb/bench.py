@@ -8,6 +8,7 @@ import importlib
 BENCH_MODULES = (
     "producers.bench",  # ingest
     "streaming.bench",  # pipeline
+    "streaming.processor_bench",  # processor (the hot-path processor alone, pure Python)
     "arbitrage.backtest_cli",  # backtest
 )
 
