@@ -179,7 +179,7 @@ class BinanceFeed:
 
     # --- the market -------------------------------------------------------------------------------------------
 
-    def _publish(self, stream: str, data: str, kind: str | None, venue_id: str) -> None:
+    def _publish(self, stream: str, data: str, kind: str | None, venue_id: str, trade_id: int | None = None) -> None:
         clients = self._index.get(stream)
         if not clients:
             return
@@ -187,9 +187,9 @@ class BinanceFeed:
         for client in clients:
             if client.combined:
                 wrapped = wrapped or f'{{"stream":"{stream}","data":{data}}}'
-                client.send(wrapped, kind, venue_id)
+                client.send(wrapped, kind, venue_id, trade_id)
             else:
-                client.send(data, kind, venue_id)
+                client.send(data, kind, venue_id, trade_id)
 
     def publish_quote(self, venue_id: str, top: Top) -> None:
         symbol = self.symbols[venue_id]
@@ -210,13 +210,13 @@ class BinanceFeed:
             f"{lower}@trade",
             f'{{"e":"trade","E":{ms},"s":"{venue_id}","t":{symbol.trade_id},"p":"{price}","q":"{qty}","T":{ms},'
             f'"m":{buyer_is_maker},"M":true}}',
-            TRADE, venue_id,
+            TRADE, venue_id, symbol.trade_id,
         )
         self._publish(
             f"{lower}@aggTrade",
             f'{{"e":"aggTrade","E":{ms},"s":"{venue_id}","a":{symbol.agg_id},"p":"{price}","q":"{qty}",'
             f'"f":{symbol.trade_id},"l":{symbol.trade_id},"T":{ms},"m":{buyer_is_maker},"M":true}}',
-            TRADE, venue_id,
+            TRADE, venue_id, symbol.agg_id,
         )
 
     def skip_sequence(self, venue_id: str, by: int) -> None:

@@ -252,7 +252,7 @@ class CoinbaseFeed:
                 is_new = product.last_match_trade_id > product.counted_trade_id
                 product.counted_trade_id = max(product.counted_trade_id, product.last_match_trade_id)
                 client.send(product.last_match.replace('"type":"match"', '"type":"last_match"', 1),
-                            TRADE if is_new else None, product_id)
+                            TRADE if is_new else None, product_id, product.last_match_trade_id if is_new else None)
         if added or kind == "unsubscribe":
             log_event(log, kind, peer=client.peer, channels=",".join(subs), added=len(added))
 
@@ -313,7 +313,7 @@ class CoinbaseFeed:
         if subscribers:
             product.counted_trade_id = product.trade_id
         for client in subscribers:
-            client.send(frame, TRADE, product_id)
+            client.send(frame, TRADE, product_id, product.trade_id)
         tickers = self.subscribers(TICKER_CHANNELS, product_id)
         if tickers:
             top = product.book.top()

@@ -3,6 +3,8 @@
 Each case runs a short synthetic market with injected arbitrage windows through the real chain, injects one kind of
 fault, lets everything recover, and then checks the run end to end:
   - exactly once into Kafka: per symbol, the quotes and trades in Kafka are the ones the emulator wrote (its counts);
+  - no trade lost silently: every trade id the emulator wrote that is not in silver lies in a `gap` a producer
+    reported (trades in flight on a cut connection are lost, as with a real exchange, but never unannounced);
   - exactly once into silver: silver holds each Kafka quote and trade record once (topic, partition, offset);
   - gold: each window the emulator injected is found once, no other window appears, each OPEN has its CLOSE, and
     the alert log holds each window event once.
@@ -70,6 +72,7 @@ class Run:
     producers: dict[str, BackgroundProducer]
     tmp_path: Path
     sent: dict | None = None
+    written_trade_ids: dict | None = None  # exchange -> venue symbol -> [[first, last], ...] written to the wire
     truth: dict | None = None
 
     def wait(self, condition, timeout_s: float, what: str) -> float:
@@ -110,8 +113,9 @@ def start_run(settings, tmp_path: Path, market, silence_timeout_s: float = 60.0)
 def stop_run(run: Run) -> dict[str, int]:
     """Stop the producers (flushing Kafka), then count what the emulator wrote to them, then stop it."""
     undelivered = {ex: p.stop(timeout_s=60) for ex, p in run.producers.items()}
-    events = run.emulator.counts()["events"]
-    run.sent = {ex: {s: Counter(c) for s, c in events[ex].items()} for ex in EXCHANGES}
+    counts = run.emulator.counts()
+    run.sent = {ex: {s: Counter(c) for s, c in counts["events"][ex].items()} for ex in EXCHANGES}
+    run.written_trade_ids = counts["trade_ids"]
     run.emulator.stop()
     return undelivered
 
@@ -164,18 +168,20 @@ def check_end_to_end(run: Run, config, figures: dict) -> None:
                if e["type"] == "trade" or e["seq"] is not None]
         assert len(ids) == len(set(ids)), f"{exchange}: an event twice in Kafka"
         # Against the emulator: exact while the connection held. A connection that is cut loses what was still in
-        # flight on it (the emulator counted it when it wrote it to the socket), as with a real exchange.
+        # flight on it (the emulator counted it when it wrote it to the socket), as with a real exchange: trades
+        # are then checked one by one against the reported gaps (check_no_trade_lost_silently); a lost quote is a
+        # top of book superseded by the next one (the `disconnected` status already says the stream broke).
         sent = run.sent[exchange]
         lost = {s: sent[s] - counts.get(s, Counter()) for s in sent}
         assert all(counts.get(s, Counter()) <= sent[s] for s in sent) and set(counts) <= set(sent), (counts, sent)
-        lost_total = sum(sum(c.values()) for c in lost.values())
+        lost_quotes = sum(c["quotes"] for c in lost.values())
         if producer.reconnects == 0:
             assert counts == sent, exchange
         else:
-            assert lost_total <= 3 * producer.reconnects, (exchange, lost)
+            assert lost_quotes <= 3 * producer.reconnects, (exchange, lost)
         figures[f"{exchange}_events"] = sum(sum(c.values()) for c in counts.values())
         figures[f"{exchange}_reconnects"] = producer.reconnects
-        figures[f"{exchange}_lost_in_flight_at_disconnects"] = lost_total
+        figures[f"{exchange}_quotes_lost_in_flight_at_disconnects"] = lost_quotes
         kafka_keys |= {(r.topic, r.partition, r.offset) for r in records}
     silver = pl.concat([read_delta(config.table("silver/quotes")).select("topic", "partition", "offset"),
                         read_delta(config.table("silver/trades")).select("topic", "partition", "offset")])
@@ -183,6 +189,7 @@ def check_end_to_end(run: Run, config, figures: dict) -> None:
     assert len(silver_keys) == len(set(silver_keys)), "duplicates in silver"
     assert set(silver_keys) == kafka_keys
     assert read_delta(config.table("silver/dead_letter")).height == 0
+    check_no_trade_lost_silently(run, config, figures)
 
     gold = read_delta(config.table("gold/arb_windows"))
     assert gold.select("window_id", "event").n_unique() == gold.height, "duplicate window events"
@@ -205,6 +212,36 @@ def check_end_to_end(run: Run, config, figures: dict) -> None:
     assert sorted((x["window_id"], x["event"]) for x in lines) == sorted(zip(gold["window_id"], gold["event"]))
     figures["windows_injected"], figures["window_pieces_found"] = len(injected), closes.height
     figures["silver_records"] = len(silver_keys)
+
+
+def check_no_trade_lost_silently(run: Run, config, figures: dict) -> None:
+    """Per venue symbol: silver's trades are trades the emulator wrote; each written trade silver lacks lies in a
+    reported gap's missed ids; no reported gap names a trade silver has."""
+    trades = read_delta(config.table("silver/trades"))
+    assert trades.height > 0, "no trade in silver"
+    statuses = [orjson.loads(r.value) for r in consume_all(run.settings, run.settings.kafka.topics.feed_status)]
+    for exchange in EXCHANGES:
+        feed = run.producers[exchange].producer.feed
+        gaps = [s for s in statuses if s["exchange"] == exchange and s["state"] == "gap"]
+        reported: dict[str, set[int]] = {}
+        for gap in gaps:
+            if gap.get("first_missed_trade_id") is not None:
+                ids = range(gap["first_missed_trade_id"], gap["last_missed_trade_id"] + 1)
+                reported.setdefault(gap["symbol"], set()).update(ids)
+        lost_total = 0
+        for venue_symbol, runs in run.written_trade_ids[exchange].items():
+            written = {i for first, last in runs for i in range(first, last + 1)}
+            mine = trades.filter((pl.col("exchange") == exchange) & (pl.col("venue_symbol") == venue_symbol))
+            in_silver = {int(t) for t in mine["trade_id"]}
+            announced = reported.get(feed.canonical(venue_symbol), set())
+            assert in_silver <= written, (exchange, venue_symbol, sorted(in_silver - written))
+            lost = written - in_silver
+            assert lost <= announced, ("trades lost silently", exchange, venue_symbol, sorted(lost - announced))
+            assert not in_silver & announced, ("a gap names trades silver has", exchange, sorted(in_silver & announced))
+            lost_total += len(lost)
+        figures[f"{exchange}_trades_lost_at_disconnects"] = lost_total
+        figures[f"{exchange}_trade_gaps_reported"] = len(gaps)
+        figures[f"{exchange}_trade_ids_reported_missed"] = sum(len(ids) for ids in reported.values())
 
 
 def _us(ts) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from producers.emulator import binance, coinbase, replay
 from producers.emulator.market import Top
-from producers.emulator.wire import QUOTE, TRADE
+from producers.emulator.wire import QUOTE, TRADE, Counters
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CB_CAPTURE = FIXTURES / "coinbase-exchange-2021-04-17.jsonl"
@@ -127,3 +127,14 @@ def test_replay_counts_quotes_and_trades_of_the_real_captures():
     assert 5 <= counts[QUOTE] < 2714  # snapshots plus the l2updates that moved a top
     kinds = [binance.classify_frame(raw)[0] for _, raw in replay.load_capture(BN_CAPTURE).frames]
     assert kinds.count(QUOTE) == 84 and kinds.count(TRADE) == 2
+
+
+def test_counters_keep_the_written_trade_ids_as_runs_per_symbol():
+    counters = Counters()
+    for trade_id in (7, 8, 9, 12, 13):
+        counters.count("binance", TRADE, "BTCUSDT", trade_id)
+    counters.count("binance", QUOTE, "BTCUSDT")
+    counters.count("coinbase", TRADE, "BTC-USD", 100)
+    assert counters.snapshot()["trade_ids"] == {"binance": {"BTCUSDT": [[7, 9], [12, 13]]},
+                                                "coinbase": {"BTC-USD": [[100, 100]]}}
+    assert counters.snapshot()["events"]["binance"]["BTCUSDT"] == {"quotes": 1, "trades": 5}
