@@ -58,6 +58,8 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    # PEM file of the CA(s) that signed the brokers' certificates, for a cluster whose CA is not in the system store
+    ssl_ca_location: str | None = None
     topics: Topics = Topics()
 
     @property
@@ -79,6 +81,8 @@ class KafkaSettings:
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:
             conf["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
         return conf
 
 
@@ -132,6 +136,13 @@ def _int(environ: dict[str, str], key: str, default: int) -> int:
         raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
 
 
+def _existing_file(environ: dict[str, str], key: str) -> str | None:
+    raw = environ.get(key) or None
+    if raw is not None and not Path(raw).is_file():
+        raise ConfigError(f"{key} must name a readable file, got {raw!r}")
+    return raw
+
+
 def from_env(environ: dict[str, str] | None = None) -> Settings:
     """Build Settings from the environment (and `.env` at the repo root)."""
     env = dict(os.environ if environ is None else environ)
@@ -145,6 +156,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
         sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
         sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+        ssl_ca_location=_existing_file(env, "KAFKA_SSL_CA_LOCATION"),
         topics=Topics(prefix=env.get("ARB_TOPIC_PREFIX", "")),
     )
     data_dir = Path(env.get("ARB_DATA_DIR") or REPO_ROOT / "data").resolve()

@@ -98,6 +98,10 @@ def kafka_options(settings: Settings) -> dict[str, str]:
         if options.get("kafka.sasl.mechanism", "").upper().startswith("SCRAM"):
             module = "org.apache.kafka.common.security.scram.ScramLoginModule"
         options["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
+    ca_location = options.pop("kafka.ssl.ca.location", None)
+    if ca_location:  # librdkafka's CA file is, for the JVM client, a truststore of type PEM (Kafka 2.7+, KIP-651)
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = ca_location
     return options
 
 

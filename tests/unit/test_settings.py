@@ -85,3 +85,37 @@ def test_missing_dotenv_is_ignored(tmp_path: Path):
     load_dotenv(tmp_path / "absent.env", env)
 
     assert env == {}
+
+
+def test_ssl_ca_location_reaches_the_confluent_config_and_the_spark_kafka_options(tmp_path: Path):
+    from streaming.config import kafka_options
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    settings = from_env({"KAFKA_BOOTSTRAP_SERVERS": "b1.example.com:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "user",
+                         "KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_SSL_CA_LOCATION": str(ca)})
+
+    assert settings.kafka.client_config()["ssl.ca.location"] == str(ca)
+    options = kafka_options(settings)
+    assert options["kafka.ssl.truststore.type"] == "PEM"
+    assert options["kafka.ssl.truststore.location"] == str(ca)
+    assert options["kafka.security.protocol"] == "SASL_SSL"
+    assert "kafka.ssl.ca.location" not in options  # unknown to the JVM client: it would only warn and ignore it
+
+
+def test_librdkafka_reads_the_ca_file_named_by_the_setting(tmp_path: Path):
+    from confluent_kafka import Producer
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    settings = from_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "KAFKA_SECURITY_PROTOCOL": "SSL",
+                         "KAFKA_SSL_CA_LOCATION": str(ca)})
+    with pytest.raises(Exception, match="ssl.ca.location|CA|certificate") as failure:
+        Producer(settings.kafka.client_config())  # the key is known to librdkafka: it reads the (empty) file
+    assert "No such configuration property" not in str(failure.value)
+
+
+def test_missing_ssl_ca_file_is_a_config_error_naming_the_variable(tmp_path: Path):
+    with pytest.raises(ConfigError, match="KAFKA_SSL_CA_LOCATION"):
+        from_env({"KAFKA_SSL_CA_LOCATION": str(tmp_path / "nope.pem")})
