@@ -68,16 +68,20 @@ def tick_frame(events: list[tuple[str, Quote | FeedStatus]]) -> pd.DataFrame:
 
 
 def market_batches(rules: RulesConfig, ticks: int, rate: float, batch_s: float, delay_ms: int) -> list[Batch]:
-    """The synthetic market cut into micro-batches of `batch_s` event-time seconds, one frame per pair.
+    """`ticks` quotes of the synthetic market at `rate` quotes/s (a 2 s window every 3 s) as micro-batches."""
+    start_us = 1_795_308_000_000_000
+    return scenario_batches(_scenario(rules, start_us, ticks / rate, rate), batch_s, delay_ms)
+
+
+def scenario_batches(scenario: Scenario, batch_s: float, delay_ms: int) -> list[Batch]:
+    """A scenario's quotes and feed statuses cut into micro-batches of `batch_s` event-time seconds, a frame per pair.
 
     A batch's watermark is the latest event time of the batches before it minus `delay_ms`, as Spark sets it.
     """
-    start_us = 1_795_308_000_000_000
-    scenario = _scenario(rules, start_us, ticks / rate, rate)
     batches: list[Batch] = []
     current: dict[str, list[tuple[str, Quote | FeedStatus]]] = {}
     step_us = int(batch_s * 1e6)
-    batch_end = start_us + step_us
+    batch_end = scenario.start_us + step_us
     max_t_us = 0
     watermark_ms = 0
     for record in scenario.records():
@@ -89,7 +93,7 @@ def market_batches(rules: RulesConfig, ticks: int, rate: float, batch_s: float, 
             watermark_ms = max(watermark_ms, max_t_us // 1000 - delay_ms)
             batch_end += step_us
         event = from_json(record.value)
-        for pair in _pairs_of(rules, event):
+        for pair in _pairs_of(scenario.rules, event):
             current.setdefault(pair, []).append((pair, event))
         max_t_us = max(max_t_us, record.t_us)
     batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}))
