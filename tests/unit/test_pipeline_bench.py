@@ -5,7 +5,7 @@ import json
 import pytest
 
 from arbitrage.rules import RulesConfig
-from streaming.bench import emulator_scenario, lag_of, lag_trend, match_alerts, processed_offsets, slope
+from streaming.bench import emulator_scenario, is_caught_up, lag_of, lag_trend, match_alerts, processed_offsets, slope
 from streaming.metrics import parse_iso_us
 
 SECOND = 1_000_000
@@ -103,3 +103,11 @@ def test_the_emulator_scenario_quotes_the_rate_across_both_venues_and_parses_wit
     assert sum(v.quotes_per_s for v in scenario.venues.values()) * len(scenario.pairs) == pytest.approx(2_000)
     assert [w.start_s for w in scenario.windows] == [15, 21, 27, 33]
     assert {w.pair for w in scenario.windows} == set(rules.pair_names)
+
+
+def test_warm_up_ends_when_batches_are_fast_or_steady_and_the_lag_is_within_a_batch_of_input():
+    assert is_caught_up([40_000, 3_000], lag=2_000, rate=1_000)  # fast, lag < 5 s + 2 s of input
+    assert not is_caught_up([40_000, 3_000], lag=9_000, rate=1_000)  # still draining a backlog
+    assert is_caught_up([40_000, 12_000, 11_000], lag=12_000, rate=1_000)  # busy machine, steady 11 s batches
+    assert not is_caught_up([40_000, 12_000], lag=1_000, rate=1_000)  # too early to call 12 s steady
+    assert not is_caught_up([], lag=0, rate=1_000)
