@@ -11,6 +11,8 @@ import yaml
 
 from arb.cli import build_parser
 from arb.settings import REPO_ROOT, KafkaSettings, Settings, Topics, from_env
+from producers.cli import default_symbols, feed_class, load_markets
+from producers.emulator.scenario import load_scenario
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -38,8 +40,10 @@ def published(service: dict) -> dict[int, int]:
     return ports
 
 
-def test_services_are_kafka_topics_a_producer_per_exchange_stream_and_dashboard():
-    assert set(SERVICES) == {"kafka", "topics", "producer-coinbase", "producer-binance", "stream", "dashboard"}
+def test_services_are_kafka_topics_a_producer_per_exchange_stream_and_dashboard_plus_the_demo_emulator():
+    assert set(SERVICES) == {"kafka", "topics", "producer-coinbase", "producer-binance", "stream", "dashboard",
+                             "emulator"}
+    assert {name: s["profiles"] for name, s in SERVICES.items() if "profiles" in s} == {"emulator": ["demo"]}
 
 
 @pytest.mark.parametrize("name", sorted(ARB_SERVICES))
@@ -138,7 +142,43 @@ def test_the_image_data_dir_is_the_code_default_beside_the_installed_code():
 def test_health_checks_read_the_metrics_files_the_code_writes():
     run_dir = str(from_env(container_env(ARB_SERVICES["stream"])).run_dir)
     expected = {"producer-coinbase": "producer-coinbase.json", "producer-binance": "producer-binance.json",
-                "stream": "stream-*.json"}
+                "stream": "stream-*.json", "emulator": "emulator.json"}
 
     for name, metrics_file in expected.items():
         assert f"'{run_dir}/metrics/{metrics_file}'" in " ".join(SERVICES[name]["healthcheck"]["test"]), name
+
+
+def _producer_url(exchange: str, environ: dict[str, str] | None = None) -> str:
+    """The URL the exchange's producer container connects to, with compose's interpolation of `environ`."""
+    command = SERVICES[f"producer-{exchange}"]["command"]
+    environ = environ or {}
+    resolved = [INTERPOLATION.sub(lambda m: environ.get(m.group(1)) or m.group(2) or "", part) for part in command]
+    args = build_parser().parse_args(resolved)
+    return feed_class(exchange)(load_markets(exchange, None, offline_default=True), default_symbols(exchange)).url(
+        args.url)
+
+
+@pytest.mark.parametrize("exchange", ["coinbase", "binance"])
+def test_producers_use_the_real_endpoints_unless_told_otherwise(exchange):
+    real = feed_class(exchange)(load_markets(exchange, None, offline_default=True), default_symbols(exchange)).url()
+
+    assert _producer_url(exchange) == real
+
+
+def test_the_demo_overrides_point_the_producers_at_the_emulator_ports():
+    emulator = SERVICES["emulator"]
+    args = build_parser().parse_args(emulator["command"])
+    defaults_ = build_parser().parse_args(["emulate", "--scenario", "demo"])
+    overrides = {"ARB_COINBASE_URL": "ws://emulator:8701", "ARB_BINANCE_URL": "ws://emulator:8702"}
+
+    assert (args.coinbase_port, args.binance_port, args.control_port) == (
+        defaults_.coinbase_port, defaults_.binance_port, defaults_.control_port)
+    assert args.host == "0.0.0.0"  # reached by the producers on the compose network; only control is published
+    assert load_scenario(args.scenario).duration_s is None  # runs until stopped
+    assert published(emulator) == {args.control_port: defaults_.control_port}
+    assert _producer_url("coinbase", overrides) == f"ws://emulator:{args.coinbase_port}"
+    assert _producer_url("binance", overrides).startswith(f"ws://emulator:{args.binance_port}/stream?streams=")
+    assert build_parser().parse_args(["produce", "--exchange", "coinbase"]).url is None  # the CLI itself: live
+    assert "emulator" not in {d for s in SERVICES.values() for d in (s.get("depends_on") or {})}
+    for name in ("ARB_COINBASE_URL", "ARB_BINANCE_URL", "COMPOSE_PROFILES"):
+        assert name in (REPO_ROOT / ".env.example").read_text(), name
