@@ -53,3 +53,23 @@ def test_metrics_file_is_replaced_atomically(tmp_path):
     assert orjson.loads(path.read_bytes()) == {"a": 2}
     assert path == tmp_path / "metrics" / "producer-coinbase.json"
     assert [p.name for p in path.parent.iterdir()] == ["producer-coinbase.json"]  # no temp file left behind
+
+
+def test_a_trade_gap_is_counted_with_its_missed_trades_and_logged(caplog):
+    from arb.settings import KafkaSettings
+    from arbitrage.events import FeedState, FeedStatus
+    from producers.kafka_sink import KafkaSink
+
+    metrics = ProducerMetrics("binance")
+    sink = KafkaSink(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "binance", metrics)  # nothing listens there
+    gap = FeedStatus("binance", FeedState.GAP, "trade id 9 after 5 (3 missed while disconnected)", 1, "NKN/USDT",
+                     missed_trades=3, first_missed_trade_id=6, last_missed_trade_id=8)
+    try:
+        with caplog.at_level("WARNING", logger="producers.kafka"):
+            sink.publish([gap, FeedStatus("binance", FeedState.CONNECTED, "ws://x", 2)])
+    finally:
+        sink.close(timeout_s=0.1)
+
+    assert (metrics.statuses, metrics.gaps, metrics.missed_trades) == (2, 1, 3)
+    [record] = [r for r in caplog.records if r.getMessage() == "gap"]
+    assert (record.symbol, record.missed_trades, record.first_missed, record.last_missed) == ("NKN/USDT", 3, 6, 8)
