@@ -173,7 +173,9 @@ def output_rows(items: list[SpreadRow | WindowEvent], emitted_us: int) -> list[t
 
 def _plain(values: tuple) -> list[str | None]:
     """Decimals -> exact plain strings (never an exponent); a repeated object reuses its string."""
-    if values.count(None) == len(values):  # the window half of spread rows, and vice versa
+    # The window half of spread rows (and vice versa) is all null. Checked ends first: tuple.count compares a Decimal
+    # with None the slow way.
+    if values and values[0] is None and values[-1] is None and values.count(None) == len(values):
         return list(values)
     out: list[str | None] = []
     last: Any = None
@@ -224,7 +226,7 @@ def output_frame(rows: list[tuple] | list[dict]) -> pd.DataFrame:
             frame[name] = _objects(values)
         else:
             frame[name] = _objects(_plain(values))
-    return pd.DataFrame(frame)
+    return pd.DataFrame(frame, copy=False)
 
 
 class PairState:
