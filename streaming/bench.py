@@ -607,12 +607,24 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         def accuracy() -> dict[str, Any]:
             return match_alerts(list(opened), injected(), period_us, slack_us, parse_iso_us)
 
-        # Let the pipeline drain: the last window's OPEN and the last silver files.
-        drain_until = time.monotonic() + 30
+        # Let the pipeline drain: until every window's OPEN is written, or the hot path has processed what the broker
+        # held when the period closed and one batch more (a tick is final in the batch after a later one), however
+        # slow its batches are; then the last silver files.
+        measured_until = time.monotonic()
+        at_close = lag.lag(_last(listener.progress, "hotpath"))
+        drain_until = time.monotonic() + MAX_CATCH_UP_S
+        batches_when_drained = None
         while time.monotonic() < drain_until:
             now = accuracy()
             if now["windows_found"] >= now["windows_injected"]:
                 break
+            hot = [p for p in listener.progress if p.get("name") == "hotpath"]
+            if batches_when_drained is None:
+                if at_close is None or (hot and sum(processed_offsets(hot[-1]).values()) >= at_close[1]):
+                    batches_when_drained = len(hot)
+            elif len(hot) > batches_when_drained:
+                break
+            check()
             time.sleep(0.5)
         time.sleep(3)
         done.set()
@@ -622,7 +634,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         if chain is not None:
             chain.stop()  # the emulator writes its final truth
         matched = accuracy()
-        report = _report(args, listener.progress[progress_from:], matched, detection, silver, lag.samples,
+        measured_lag = [sample for sample in lag.samples if sample[0] <= measured_until]
+        report = _report(args, listener.progress[progress_from:], matched, detection, silver, measured_lag,
                          sent, peak[0], parse_iso_us)
         report.update(extra)
         report["warmup_s"] = round(warmup_s, 1)
