@@ -16,6 +16,7 @@ from arb.settings import ConfigError, Settings
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 HDFS = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 STATE_STORES = {"rocksdb": ROCKSDB, "hdfs": HDFS}
+ALIGNMENTS = ("asof", "join")
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -65,6 +66,9 @@ class StreamingConfig:
     spark: SparkConfig = SparkConfig()
     # Event-time lateness tolerated before a tick is final (and processed in the RULES.md order).
     watermark_delay_ms: int = 300
+    # How the hot path aligns the two venues: "asof" (one operator keeps each side's latest quote) or "join" (a
+    # stream-stream join within the staleness bound in front of it): streaming/quotejoin.py, docs/RULES.md.
+    alignment: str = "asof"
     # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
     dedupe_watermark: str = "1 minute"
     hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
@@ -75,6 +79,10 @@ class StreamingConfig:
     max_future_ms: int = 5_000
     max_age_ms: int = 7 * 24 * 3600 * 1000
     alert_webhook_url: str | None = field(default=None, repr=False)  # ARB_ALERT_WEBHOOK_URL: a secret
+
+    def __post_init__(self) -> None:
+        if self.alignment not in ALIGNMENTS:
+            raise ConfigError(f"alignment must be one of {list(ALIGNMENTS)}, got {self.alignment!r}")
 
     def table(self, name: str) -> str:
         """Location of a Delta table, e.g. `table("silver/quotes")`."""
@@ -108,7 +116,7 @@ def kafka_options(settings: Settings) -> dict[str, str]:
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` (hot path) and `ARB_WATERMARK_MS` override them; keyword arguments override everything."""
+    `ARB_STATE_STORE` (hot path), `ARB_WATERMARK_MS` and `ARB_ALIGNMENT` override them; keyword arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
         from arbitrage.rules import RulesConfig
@@ -136,5 +144,6 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         spark=spark,
         hotpath=hotpath,
         watermark_delay_ms=watermark_ms,
+        alignment=env.get("ARB_ALIGNMENT") or "asof",
     )
     return config.replace(**overrides) if overrides else config

@@ -3,7 +3,8 @@
     bronze   all input topics -> bronze/coinbase, bronze/binance, bronze/feed_status (records as they arrived)
     silver   all input topics -> parse, validate, dedupe (exchange, symbol, seq) within the watermark ->
              silver/quotes, silver/trades, silver/feed_status, silver/dead_letter
-    hotpath  quote topics + feed status -> parse -> pair ticks -> ArbProcessor (PairTracker) ->
+    hotpath  quote topics + feed status -> parse -> pair ticks [-> stream-stream join, `--align join`]
+             -> ArbProcessor (PairTracker) ->
              alerts + silver/spreads + gold/arb_windows, in one micro-batch (`arb stream spreads` and
              `arb stream gold` both run it: spreads and windows come out of the same operator)
 
@@ -18,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from arb.settings import ConfigError
-from streaming import hotpath, sinks, transforms
+from streaming import hotpath, quotejoin, sinks, transforms
 from streaming.config import STATE_STORES, JobConfig, StreamingConfig
 
 JOBS = ("bronze", "silver", "hotpath")
@@ -55,6 +56,8 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
     """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger and state store."""
     # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
+    # The join alignment's two watermarks follow the faster venue (quotejoin.py); the other queries have one.
+    spark.conf.set(quotejoin.WATERMARK_POLICY, "max" if name == "hotpath" and config.alignment == "join" else "min")
     query_id = sinks.QueryId()
     writer = (frame.writeStream.queryName(name).outputMode("append")
               .option("checkpointLocation", config.checkpoint(name))
@@ -90,14 +93,29 @@ def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFra
     return hotpath.arb_stream(watermarked, config.rules, config.watermark_delay_ms)
 
 
+def joined_hotpath_frame(spark: SparkSession, config: StreamingConfig) -> DataFrame:
+    """`--align join`: each venue's quote topic (+ feed status) is its own source, one side of the join."""
+    pairs = hotpath.pair_map(spark, config.rules)
+    sides = []
+    for exchange in ("coinbase", "binance"):
+        records = read_kafka(spark, config, [config.topics.quotes(exchange), config.topics.feed_status],
+                             config.hotpath)
+        sides.append(hotpath.pair_ticks(parse(config, records), pairs))
+    return quotejoin.arb_stream(*sides, config.rules, config.watermark_delay_ms)
+
+
 def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: bool = False,
                   on_alerts: Callable[[list[dict]], None] | None = None,
                   kafka_client: dict[str, str] | None = None) -> StreamingQuery:
     if config.hotpath.state_store != "rocksdb":
         raise ConfigError("the hot path runs transformWithStateInPandas, which needs the rocksdb state store")
-    records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
+    if config.alignment == "join":
+        frame = joined_hotpath_frame(spark, config)
+    else:
+        records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
+        frame = hotpath_frame(spark, config, records)
     alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
-    return _start(spark, config, "hotpath", config.hotpath, hotpath_frame(spark, config, records),
+    return _start(spark, config, "hotpath", config.hotpath, frame,
                   lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
 
 

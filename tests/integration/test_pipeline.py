@@ -74,19 +74,21 @@ class Run:
     scenario: object
     records: list
     truth: list[dict]
+    operators: list[str]  # the hot-path query's stateful operators
 
     def table(self, name: str) -> pl.DataFrame:
         return read_delta(self.config.table(name))
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(spark, kafka_broker, tmp_path_factory) -> Run:
+@pytest.fixture(scope="module", params=["asof", "join"])
+def synthetic_run(request, spark, kafka_broker, tmp_path_factory) -> Run:
+    """The scenario through silver and the hot path, once per alignment (streaming/hotpath.py, quotejoin.py)."""
     from streaming import jobs, synthetic
     from streaming.config import from_settings
 
     settings = kafka_broker.with_topics(f"p{os.getpid()}{int(time.time()) % 100000}.")
     settings = dataclasses.replace(settings, data_dir=make_data_dir(tmp_path_factory.mktemp("pipeline") / "data"))
-    config = from_settings(settings, environ={})
+    config = from_settings(settings, environ={}, alignment=request.param)
     scenario = make_scenario(config.rules, start_us=(time.time_ns() // 1000) - 30 * SECOND)
     records = scenario.records()
     synthetic.publish(records, settings.kafka.client_config(), settings.kafka.topics)
@@ -95,7 +97,14 @@ def synthetic_run(spark, kafka_broker, tmp_path_factory) -> Run:
         query = jobs.start(spark, config, job, available_now=True, **kwargs)
         query.awaitTermination(timeout=600)
         assert query.exception() is None, query.exception()
-    return Run(settings, config, scenario, records, scenario.truth(records))
+    operators = sorted({op["operatorName"] for p in query.recentProgress for op in p["stateOperators"]})
+    return Run(settings, config, scenario, records, scenario.truth(records), operators)
+
+
+def test_the_hot_path_aligns_with_the_configured_operator(synthetic_run):
+    joins = [name for name in synthetic_run.operators if "Join" in name]
+    assert "transformWithStateInPandasExec" in synthetic_run.operators
+    assert joins == (["symmetricHashJoin"] if synthetic_run.config.alignment == "join" else []), synthetic_run.operators
 
 
 def gold_closes(gold: pl.DataFrame) -> pl.DataFrame:
