@@ -21,6 +21,7 @@ from pyspark.sql.streaming import StreamingQuery
 from arb.settings import ConfigError
 from streaming import hotpath, quotejoin, sinks, transforms
 from streaming.config import STATE_STORES, JobConfig, StreamingConfig
+from streaming.session import HOTPATH_POOL
 
 JOBS = ("bronze", "silver", "hotpath")
 
@@ -58,12 +59,15 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
     # The join alignment's two watermarks follow the faster venue (quotejoin.py); the other queries have one.
     spark.conf.set(quotejoin.WATERMARK_POLICY, "max" if name == "hotpath" and config.alignment == "join" else "min")
+    # A query's batches run in the scheduler pool of the thread that started it (streaming/session.py).
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", HOTPATH_POOL if name == "hotpath" else None)
     query_id = sinks.QueryId()
     writer = (frame.writeStream.queryName(name).outputMode("append")
               .option("checkpointLocation", config.checkpoint(name))
               .foreachBatch(sink_factory(query_id)))
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=job.trigger)
     query = writer.start()
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     query_id.set(str(query.id))
     return query
 
