@@ -672,7 +672,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
                 for p in progress if p.get("name") == "silver" for op in p.get("stateOperators", [])]
     rows = sum(p.get("numInputRows", 0) for p in hot)
     span_s = 0.0
-    if len(hot) >= 2:
+    if hot:  # first batch's start to the last one's end
         span_s = (parse_iso_us(hot[-1]["timestamp"]) - parse_iso_us(hot[0]["timestamp"])) / 1e6
         span_s += hot[-1]["durationMs"].get("triggerExecution", 0) / 1000
     breakdown: dict[str, float] = {}
