@@ -541,8 +541,9 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         while time.monotonic() < caught_up_by:
             hot = _last(listener.progress, "hotpath")
             now = lag.lag(hot)
+            # Empty batches count too: with `direct` the warm-up traffic ends, and then only they show it is idle.
             batches = [p["durationMs"].get("triggerExecution", 0) for p in listener.progress
-                       if p.get("name") == "hotpath" and p.get("numInputRows")]
+                       if p.get("name") == "hotpath"]
             if now is not None and is_caught_up(batches, now[0], args.rate):
                 caught_up = True
                 break
