@@ -1,4 +1,4 @@
-"""`arb bench ingest|pipeline|backtest`: measurements, not tests. Figures go to docs/BENCHMARKS.md."""
+"""`arb bench ingest|pipeline|alignment|backtest`: measurements, not tests. Figures go to docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib
 BENCH_MODULES = (
     "producers.bench",  # ingest
     "streaming.bench",  # pipeline
+    "streaming.alignbench",  # alignment (as-of operator vs stream-stream join)
     "streaming.processor_bench",  # processor (the hot-path processor alone, pure Python)
     "arbitrage.backtest_cli",  # backtest
 )
