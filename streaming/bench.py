@@ -201,6 +201,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def bench_environ() -> dict[str, str]:
+    """The environment a bench's streaming config reads: none of the user's `ARB_*` settings (a bench makes its own
+    broker, lake and rules) except `ARB_SPARK_CONF`, so that Spark settings can be measured."""
+    return {key: os.environ[key] for key in ("ARB_SPARK_CONF",) if key in os.environ}
+
+
 def _free_port() -> int:
     import socket
 
@@ -488,7 +494,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     queries: list[Any] = []
     try:
         ensure_topics(bench_settings)
-        config = from_settings(bench_settings, environ={})
+        config = from_settings(bench_settings, environ=bench_environ())
         if args.silver_state_store:
             config = config.replace(silver=dataclasses.replace(config.silver, state_store=args.silver_state_store))
         if args.watermark_ms is not None:
@@ -740,7 +746,7 @@ def compare_state_stores(args: argparse.Namespace, settings: Settings) -> dict[s
                            "machine": f"{platform.node()} {os.cpu_count()} cores", "records": 0}
     try:
         ensure_topics(bench_settings)
-        config = from_settings(bench_settings, environ={})
+        config = from_settings(bench_settings, environ=bench_environ())
         records = _scenario(config.rules, time.time_ns() // 1000 - int(args.duration * 1e6) - 5_000_000,
                             args.duration, args.rate).records()
         out["records"] = synthetic.publish(records, bench_settings.kafka.client_config(),

@@ -113,10 +113,22 @@ def kafka_options(settings: Settings) -> dict[str, str]:
     return options
 
 
+def spark_conf_from_env(text: str) -> dict[str, str]:
+    """`ARB_SPARK_CONF`: Spark settings as `key=value` pairs separated by whitespace or `;` (they win over ours)."""
+    conf = {}
+    for item in text.replace(";", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("spark."):
+            raise ConfigError(f"ARB_SPARK_CONF takes spark.key=value pairs, got {item!r}")
+        conf[key] = value
+    return conf
+
+
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` (hot path), `ARB_WATERMARK_MS` and `ARB_ALIGNMENT` override them; keyword arguments override everything."""
+    `ARB_STATE_STORE` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and `ARB_SPARK_CONF` override them; keyword
+    arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
         from arbitrage.rules import RulesConfig
@@ -126,6 +138,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         master=env.get("ARB_SPARK_MASTER") or "local[*]",
         jars_dir=str(settings.jars_dir / "spark"),
         driver_host=settings.host,
+        extra=spark_conf_from_env(env.get("ARB_SPARK_CONF") or ""),
     )
     hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb")
     try:

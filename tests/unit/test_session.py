@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from arb.settings import REPO_ROOT
 from streaming.config import SparkConfig
 from streaming.session import HOTPATH_POOL, spark_conf
@@ -18,3 +20,15 @@ def test_the_session_schedules_fairly_with_a_hot_path_pool_that_gets_a_core_firs
     hot, default = pools[HOTPATH_POOL], pools["default"]
     assert int(hot.findtext("minShare")) == 1 and int(default.findtext("minShare")) == 0
     assert int(hot.findtext("weight")) > int(default.findtext("weight"))
+
+
+def test_spark_settings_from_the_environment_win_over_ours_and_a_malformed_one_is_refused():
+    from arb.settings import ConfigError, Settings
+    from streaming.config import from_settings
+
+    config = from_settings(Settings(), environ={"ARB_SPARK_CONF": "spark.sql.shuffle.partitions=8; spark.ui.enabled=true"})
+    conf = spark_conf(config.spark)
+
+    assert conf["spark.sql.shuffle.partitions"] == "8" and conf["spark.ui.enabled"] == "true"
+    with pytest.raises(ConfigError, match="spark.key=value"):
+        from_settings(Settings(), environ={"ARB_SPARK_CONF": "shuffle=8"})
