@@ -34,6 +34,8 @@ from typing import Any, Iterator
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
@@ -69,7 +71,6 @@ _WINDOW_COLUMNS = ("window_id", "direction", "event", "start_ts_us", "end_ts_us"
 # One output type for both kinds of rows: `kind` says which half is filled. Decimals cross the Arrow boundary as
 # exact decimal strings and are cast back to decimal(30,12) in Spark.
 OUTPUT_COLUMNS = ("kind", "pair", *(c for c in SPREAD_COLUMNS if c != "pair"), *_WINDOW_COLUMNS)
-MONEY_COLUMNS = tuple(c for c in OUTPUT_COLUMNS if c not in _LONG_FIELDS and c not in _TEXT_FIELDS)
 OUTPUT_SCHEMA = StructType([
     StructField(c, LongType() if c in _LONG_FIELDS else StringType()) for c in OUTPUT_COLUMNS
 ])
@@ -338,43 +339,73 @@ class ArbProcessor(StatefulProcessor):
 
 
 def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int) -> DataFrame:
-    """Watermarked pair ticks -> spread rows and window events (OUTPUT_SCHEMA), via transformWithStateInPandas."""
+    """Watermarked pair ticks -> spread rows and window events (OUTPUT_SCHEMA), via transformWithStateInPandas.
+
+    Money stays in exact decimal strings: the sink takes the batch to Arrow once and types it there
+    (`spreads_arrow`, `windows_arrow`), which costs less than Spark's string -> decimal -> Arrow conversions.
+    """
     grouped = ticks.select(*TICK_COLUMNS, "event_ts").groupBy("pair")
-    out = grouped.transformWithStateInPandas(
+    return grouped.transformWithStateInPandas(
         statefulProcessor=ArbProcessor(rules, watermark_delay_ms),
         outputStructType=OUTPUT_SCHEMA,
         outputMode="Append",
         timeMode="EventTime",
     )
-    return out.select(*[F.col(c).cast(MONEY).alias(c) if c in MONEY_COLUMNS else F.col(c) for c in OUTPUT_COLUMNS])
 
 
-def spreads_table(out: DataFrame) -> DataFrame:
-    """Processor output -> silver/spreads rows (docs/DATA_MODEL.md)."""
-    spreads = out.where(F.col("kind") == "spread")
+MONEY_ARROW = pa.decimal128(MONEY.precision, MONEY.scale)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _money(column: Any) -> Any:
+    # Exact: the rules quantize every figure to at most MONEY's scale, so no digit is lost (Arrow refuses otherwise).
+    return pc.cast(column, MONEY_ARROW)
+
+
+def _timestamp(column: Any) -> Any:
+    return pc.cast(column, pa.int64()).cast(_TIMESTAMP)
+
+
+def _text(column: Any) -> Any:
+    return pc.cast(column, pa.string())  # an all-null column may arrive as Arrow's null type
+
+
+def _date(column: Any) -> Any:
+    return pc.cast(_timestamp(column), pa.date32())  # UTC, as the session's time zone
+
+
+def spreads_arrow(out: pa.Table) -> pa.Table:
+    """Processor output (Arrow) -> silver/spreads rows (docs/DATA_MODEL.md)."""
+    rows = out.filter(pc.equal(out["kind"], "spread"))
+    money = [f"{venue}_{side}" for venue in ("coinbase", "binance") for side in ("bid", "bid_size", "ask", "ask_size")]
     directions = [f"{p}{c}" for p in ("cb_bn_", "bn_cb_") for c in ("gross_bps", "net_bps", "size", "profit")]
-    return spreads.select(
-        "pair",
-        F.timestamp_micros("event_ts_us").alias("event_ts"),
-        "coinbase_bid", "coinbase_bid_size", "coinbase_ask", "coinbase_ask_size",
-        "binance_bid", "binance_bid_size", "binance_ask", "binance_ask_size",
-        F.timestamp_micros("coinbase_ts_us").alias("coinbase_ts"),
-        F.timestamp_micros("binance_ts_us").alias("binance_ts"),
-        "coinbase_age_ms", "binance_age_ms", "coinbase_seq", "binance_seq",
-        *directions,
-        F.to_date(F.timestamp_micros("event_ts_us")).alias("date"),
-    )
+    columns = {
+        "pair": _text(rows["pair"]),
+        "event_ts": _timestamp(rows["event_ts_us"]),
+        **{name: _money(rows[name]) for name in money},
+        "coinbase_ts": _timestamp(rows["coinbase_ts_us"]),
+        "binance_ts": _timestamp(rows["binance_ts_us"]),
+        **{name: pc.cast(rows[name], pa.int64())
+           for name in ("coinbase_age_ms", "binance_age_ms", "coinbase_seq", "binance_seq")},
+        **{name: _money(rows[name]) for name in directions},
+        "date": _date(rows["event_ts_us"]),
+    }
+    return pa.table(columns)
 
 
-def windows_table(out: DataFrame) -> DataFrame:
-    """Processor output -> gold/arb_windows events; `date` is the event's own date (start on OPEN, end on CLOSE)."""
-    windows = out.where(F.col("kind") == "window")
-    event_us = F.coalesce(F.col("end_ts_us"), F.col("start_ts_us"))
-    return windows.select(
-        "window_id", "pair", "direction", "event",
-        F.timestamp_micros("start_ts_us").alias("start_ts"),
-        F.timestamp_micros("end_ts_us").alias("end_ts"),
-        "duration_ms", "peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason",
-        F.timestamp_micros("emitted_ts_us").alias("emitted_ts"),
-        F.to_date(F.timestamp_micros(event_us)).alias("date"),
-    )
+def windows_arrow(out: pa.Table) -> pa.Table:
+    """Processor output (Arrow) -> gold/arb_windows events; `date` is the event's own date (start on OPEN, end on
+    CLOSE)."""
+    rows = out.filter(pc.equal(out["kind"], "window"))
+    columns = {
+        **{name: _text(rows[name]) for name in ("window_id", "pair", "direction", "event")},
+        "start_ts": _timestamp(rows["start_ts_us"]),
+        "end_ts": _timestamp(rows["end_ts_us"]),
+        "duration_ms": pc.cast(rows["duration_ms"], pa.int64()),
+        **{name: _money(rows[name]) for name in ("peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak")},
+        "ticks": pc.cast(rows["ticks"], pa.int64()),
+        "close_reason": _text(rows["close_reason"]),
+        "emitted_ts": _timestamp(rows["emitted_ts_us"]),
+        "date": _date(pc.coalesce(rows["end_ts_us"], rows["start_ts_us"])),
+    }
+    return pa.table(columns)

@@ -119,15 +119,12 @@ class JoinedArbProcessor(ArbProcessor):
 
 
 def arb_stream(coinbase: DataFrame, binance: DataFrame, rules: RulesConfig, watermark_delay_ms: int) -> DataFrame:
-    """Each venue's pair ticks -> join -> spread rows and window events (hotpath.OUTPUT_SCHEMA, decimals cast like the as-of
-    query's)."""
-    from streaming.hotpath import MONEY, MONEY_COLUMNS, OUTPUT_COLUMNS
-
+    """Each venue's pair ticks -> join -> spread rows and window events (hotpath.OUTPUT_SCHEMA, money as exact decimal
+    strings like the as-of query's)."""
     joined = join_sides(coinbase, binance, rules, watermark_delay_ms)
-    out = joined.groupBy("pair").transformWithStateInPandas(
+    return joined.groupBy("pair").transformWithStateInPandas(
         statefulProcessor=JoinedArbProcessor(rules, watermark_delay_ms),
         outputStructType=OUTPUT_SCHEMA,
         outputMode="Append",
         timeMode="EventTime",
     )
-    return out.select(*[F.col(c).cast(MONEY).alias(c) if c in MONEY_COLUMNS else F.col(c) for c in OUTPUT_COLUMNS])

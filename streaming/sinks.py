@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -127,11 +128,11 @@ def _iso(ts_us: int | None) -> str | None:
 
 
 def _text(value: Any) -> str | None:
+    """A money figure (Decimal, or the processor's exact decimal string) in its shortest plain form: 12.5, not
+    12.500000."""
     if value is None:
         return None
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    return str(value)
+    return format(Decimal(str(value)).normalize(), "f")
 
 
 def alert_line(row: dict, emitted_us: int) -> dict:
@@ -223,41 +224,26 @@ class HotPathSink:
             timings[name] = int((now - clock) * 1000)
             clock = now
 
-        batch.persist()
-        try:
-            windows = hotpath.windows_table(batch).toArrow()
-            events = [row for row in _raw_events(batch)] if windows.num_rows else []
-            lap("process_ms")
-            if events:
-                lines = self.alerts.emit(events)
-                if lines:
-                    log_event(log, "alerts", batch_id=batch_id, count=len(lines))
-                    if self.on_alerts is not None:
-                        self.on_alerts(lines)
-            lap("alerts_ms")
-            qid = self.query_id.get()
-            spreads_frame = hotpath.spreads_table(batch)
-            spreads_path = self.config.table("silver/spreads")
-            windows_path = self.config.table("gold/arb_windows")
-            if is_local(spreads_path) and is_local(windows_path):
-                spreads = spreads_frame.toArrow()
-                if spreads.num_rows:
-                    append_arrow(spreads, spreads_path, f"{qid}/spreads", batch_id, ["date"])
-                lap("spreads_ms")
-                if windows.num_rows:
-                    append_arrow(windows, windows_path, f"{qid}/windows", batch_id, ["date"])
-            else:
-                write_delta(spreads_frame, spreads_path, f"{qid}/spreads", batch_id)
-                lap("spreads_ms")
-                if windows.num_rows:
-                    write_delta(hotpath.windows_table(batch), windows_path, f"{qid}/windows", batch_id)
-            lap("windows_ms")
-        finally:
-            batch.unpersist()
+        # One Spark job: Kafka read, parse, processor. Everything after works on the Arrow table in the driver.
+        out = batch.toArrow()
+        windows = hotpath.windows_arrow(out)
+        lap("process_ms")
+        if windows.num_rows:
+            lines = self.alerts.emit(out.filter(pc.equal(out["kind"], "window")).to_pylist())
+            if lines:
+                log_event(log, "alerts", batch_id=batch_id, count=len(lines))
+                if self.on_alerts is not None:
+                    self.on_alerts(lines)
+        lap("alerts_ms")
+        qid = self.query_id.get()
+        spreads = hotpath.spreads_arrow(out)
+        for name, table, path in (("spreads", spreads, self.config.table("silver/spreads")),
+                                  ("windows", windows, self.config.table("gold/arb_windows"))):
+            if table.num_rows:
+                if is_local(path):
+                    append_arrow(table, path, f"{qid}/{name}", batch_id, ["date"])
+                else:  # Hadoop paths (s3a://...) through Spark's Delta writer
+                    write_delta(batch.sparkSession.createDataFrame(table), path, f"{qid}/{name}", batch_id)
+            lap(f"{name}_ms")
         self.last_timings = timings
         log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **timings)
-
-
-def _raw_events(batch: DataFrame) -> list[dict]:
-    """The processor's window rows as dicts (times in µs), for the alert lines."""
-    return [r.asDict() for r in batch.where(F.col("kind") == "window").collect()]

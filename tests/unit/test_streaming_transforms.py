@@ -19,6 +19,10 @@ def ts(offset_us: int = 0) -> datetime:
     return datetime.fromtimestamp((T0 + offset_us) / 1e6, tz=UTC).replace(tzinfo=None)
 
 
+def utc(offset_us: int = 0) -> datetime:
+    return datetime.fromtimestamp((T0 + offset_us) / 1e6, tz=UTC)
+
+
 @pytest.fixture(scope="module")
 def spark():
     from streaming.config import SparkConfig
@@ -115,7 +119,9 @@ def test_pair_ticks_route_quotes_to_their_pair_and_a_symbol_less_status_to_every
     ]
 
 
-def test_windows_table_dates_an_open_by_its_start_and_a_close_by_its_end(spark):
+def test_windows_table_dates_an_open_by_its_start_and_a_close_by_its_end():
+    import pyarrow as pa
+
     from streaming import hotpath
 
     rows = [
@@ -128,11 +134,75 @@ def test_windows_table_dates_an_open_by_its_start_and_a_close_by_its_end(spark):
          "mean_net_bps": D("12.75"), "size_at_peak": D("0.5"), "profit_at_peak": D("42"), "ticks": 2,
          "close_reason": "spread", "emitted_ts_us": T0},
     ]
-    pdf = hotpath.output_frame(rows)
-    out = spark.createDataFrame(pdf, schema=hotpath.OUTPUT_SCHEMA)
-    got = [(r.event, r.start_ts, r.end_ts, r.peak_net_bps, r.date)
-           for r in hotpath.windows_table(out).collect()]
+    out = pa.Table.from_pandas(hotpath.output_frame(rows), preserve_index=False)
+    got = [(r["event"], r["start_ts"], r["end_ts"], r["peak_net_bps"], r["date"])
+           for r in hotpath.windows_arrow(out).to_pylist()]
     assert got == [
-        ("OPEN", ts(-1_000_000), None, "12.5", date(2026, 11, 22)),
-        ("CLOSE", ts(-86_400_000_000), ts(), "13", date(2026, 11, 22)),
+        ("OPEN", utc(-1_000_000), None, D("12.5"), date(2026, 11, 22)),
+        ("CLOSE", utc(-86_400_000_000), utc(), D("13"), date(2026, 11, 22)),
     ]
+
+
+def _processor_output():
+    """One spread row and one OPEN event as the processor emits them (money as exact decimal strings), in Arrow."""
+    import pyarrow as pa
+
+    from streaming import hotpath
+
+    rows = [
+        {"kind": "spread", "pair": "BTC/USD", "event_ts_us": T0, "coinbase_bid": D("87000.123456789012"),
+         "coinbase_bid_size": D("0.5"), "coinbase_ask": D("87000.2"), "coinbase_ask_size": D("1"),
+         "binance_bid": D("87010.01"), "binance_bid_size": D("0.25"), "binance_ask": D("87010.02"),
+         "binance_ask_size": D("2"), "coinbase_ts_us": T0 - 1_000, "binance_ts_us": T0, "coinbase_age_ms": 1,
+         "binance_age_ms": 0, "coinbase_seq": 7, "binance_seq": None, "cb_bn_gross_bps": D("1.123456"),
+         "cb_bn_net_bps": D("-18.876544"), "cb_bn_size": D("0.25"), "cb_bn_profit": D("-41.000000000001"),
+         "bn_cb_gross_bps": D("-1.2"), "bn_cb_net_bps": D("-21.2"), "bn_cb_size": D("0.5"), "bn_cb_profit": D("-92")},
+        {"kind": "window", "pair": "BTC/USD", "window_id": "w", "direction": "d", "event": "OPEN",
+         "start_ts_us": T0, "ticks": 1, "emitted_ts_us": T0, "peak_net_bps": D("12.5")},
+    ]
+    return pa.Table.from_pandas(hotpath.output_frame(rows), preserve_index=False)
+
+
+def test_spreads_and_windows_arrow_keep_the_lake_types_and_exact_money():
+    """The hot path's tables are typed in Arrow (delta-rs appends them): the columns and types must stay those of
+    docs/DATA_MODEL.md that Spark reads, and money must arrive digit for digit."""
+    import pyarrow as pa
+
+    from streaming import hotpath
+
+    out = _processor_output()
+    spreads, windows = hotpath.spreads_arrow(out), hotpath.windows_arrow(out)
+
+    money, stamp = pa.decimal128(30, 12), pa.timestamp("us", tz="UTC")
+    assert spreads.schema == pa.schema(
+        [("pair", pa.string()), ("event_ts", stamp)]
+        + [(f"{v}_{s}", money) for v in ("coinbase", "binance") for s in ("bid", "bid_size", "ask", "ask_size")]
+        + [("coinbase_ts", stamp), ("binance_ts", stamp)]
+        + [(c, pa.int64()) for c in ("coinbase_age_ms", "binance_age_ms", "coinbase_seq", "binance_seq")]
+        + [(f"{d}{c}", money) for d in ("cb_bn_", "bn_cb_") for c in ("gross_bps", "net_bps", "size", "profit")]
+        + [("date", pa.date32())])
+    assert windows.schema == pa.schema(
+        [("window_id", pa.string()), ("pair", pa.string()), ("direction", pa.string()), ("event", pa.string()),
+         ("start_ts", stamp), ("end_ts", stamp), ("duration_ms", pa.int64())]
+        + [(c, money) for c in ("peak_net_bps", "mean_net_bps", "size_at_peak", "profit_at_peak")]
+        + [("ticks", pa.int64()), ("close_reason", pa.string()), ("emitted_ts", stamp), ("date", pa.date32())])
+    row = spreads.to_pylist()[0]
+    assert (row["coinbase_bid"], row["cb_bn_profit"], row["coinbase_ts"], row["binance_seq"], row["date"]) == (
+        D("87000.123456789012"), D("-41.000000000001"), utc(-1_000), None, date(2026, 11, 22))
+    assert windows.num_rows == 1 and spreads.num_rows == 1
+
+
+def test_a_hadoop_lake_gets_through_spark_what_a_local_one_gets_through_delta_rs(spark, tmp_path):
+    """The sink writes an s3a:// (any non-local) lake with Spark's Delta writer from the same Arrow tables."""
+    from deltalake import DeltaTable
+
+    from streaming import hotpath
+    from streaming.sinks import append_arrow, write_delta
+
+    spreads = hotpath.spreads_arrow(_processor_output())
+    append_arrow(spreads, str(tmp_path / "rs"), "q/spreads", 0, ["date"])
+    write_delta(spark.createDataFrame(spreads), str(tmp_path / "spark"), "q/spreads", 0)
+
+    by_rs, by_spark = (DeltaTable(str(tmp_path / name)).to_pyarrow_table() for name in ("rs", "spark"))
+    assert by_spark.select(by_rs.column_names).to_pylist() == by_rs.to_pylist()
+    assert by_spark.schema.field("cb_bn_profit").type == by_rs.schema.field("cb_bn_profit").type
