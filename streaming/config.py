@@ -17,6 +17,7 @@ ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvi
 HDFS = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 STATE_STORES = {"rocksdb": ROCKSDB, "hdfs": HDFS}
 ALIGNMENTS = ("asof", "join")
+HOTPATH_PARTITIONS = 1
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -41,15 +42,19 @@ class SparkConfig:
 
 @dataclass(frozen=True, slots=True)
 class JobConfig:
-    """Per-query knobs: trigger interval ("0 seconds" = run batches back to back) and state store."""
+    """Per-query knobs: trigger interval ("0 seconds" = run batches back to back), state store, and the number of
+    partitions (state store instances) of its stateful operator (None: the session's, sized to the cores)."""
 
     trigger: str = "0 seconds"
     state_store: str = "rocksdb"  # rocksdb | hdfs (transformWithState requires rocksdb)
     max_offsets_per_trigger: int | None = None
+    shuffle_partitions: int | None = None  # pinned in the checkpoint by its first batch, as Spark does
 
     def __post_init__(self) -> None:
         if self.state_store not in STATE_STORES:
             raise ConfigError(f"state store must be one of {sorted(STATE_STORES)}, got {self.state_store!r}")
+        if self.shuffle_partitions is not None and self.shuffle_partitions < 1:
+            raise ConfigError(f"shuffle partitions must be at least 1, got {self.shuffle_partitions}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,9 @@ class StreamingConfig:
     alignment: str = "asof"
     # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
     dedupe_watermark: str = "1 minute"
-    hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
+    # The hot path is keyed by pair (a handful of keys): one partition pays its per-batch fixed costs (tasks, state
+    # store commit, Python round trip) once instead of once per core; docs/BENCHMARKS.md "Pipeline".
+    hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb", shuffle_partitions=HOTPATH_PARTITIONS)
     silver: JobConfig = JobConfig(trigger="1 second", state_store="rocksdb")  # faster than hdfs here: BENCHMARKS.md
     bronze: JobConfig = JobConfig(trigger="2 seconds", state_store="rocksdb")  # stateless
     starting_offsets: str = "earliest"
@@ -124,10 +131,17 @@ def spark_conf_from_env(text: str) -> dict[str, str]:
     return conf
 
 
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {env.get(name)!r}") from None
+
+
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and `ARB_SPARK_CONF` override them; keyword
+    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and `ARB_SPARK_CONF` override them; keyword
     arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
@@ -140,11 +154,9 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         driver_host=settings.host,
         extra=spark_conf_from_env(env.get("ARB_SPARK_CONF") or ""),
     )
-    hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb")
-    try:
-        watermark_ms = int(env.get("ARB_WATERMARK_MS") or 300)
-    except ValueError:
-        raise ConfigError(f"ARB_WATERMARK_MS must be an integer, got {env.get('ARB_WATERMARK_MS')!r}") from None
+    hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb",
+                        shuffle_partitions=_int_env(env, "ARB_HOTPATH_PARTITIONS", HOTPATH_PARTITIONS))
+    watermark_ms = _int_env(env, "ARB_WATERMARK_MS", 300)
     config = StreamingConfig(
         lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,
         checkpoints=env.get("ARB_CHECKPOINT_DIR") or settings.checkpoint_dir,

@@ -57,6 +57,8 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
     """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger and state store."""
     # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
+    session_partitions = spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200")
+    spark.conf.set("spark.sql.shuffle.partitions", str(job.shuffle_partitions or session_partitions))
     # The join alignment's two watermarks follow the faster venue (quotejoin.py); the other queries have one.
     spark.conf.set(quotejoin.WATERMARK_POLICY, "max" if name == "hotpath" and config.alignment == "join" else "min")
     # A query's batches run in the scheduler pool of the thread that started it (streaming/session.py).

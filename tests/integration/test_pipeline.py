@@ -107,6 +107,18 @@ def test_the_hot_path_aligns_with_the_configured_operator(synthetic_run):
     assert joins == (["symmetricHashJoin"] if synthetic_run.config.alignment == "join" else []), synthetic_run.operators
 
 
+def test_the_hot_path_runs_its_own_partition_count_and_the_other_jobs_the_sessions(synthetic_run):
+    """Pinned in each checkpoint's first offsets entry (the conf Spark resumes with)."""
+    def partitions(job: str) -> str:
+        lines = Path(synthetic_run.config.checkpoint(job), "offsets", "0").read_text().splitlines()
+        return orjson.loads(lines[1])["conf"]["spark.sql.shuffle.partitions"]
+
+    assert partitions("hotpath") == str(synthetic_run.config.hotpath.shuffle_partitions) == "1"
+    from streaming.session import local_cores
+
+    assert partitions("silver") == str(local_cores(synthetic_run.config.spark.master))
+
+
 def gold_closes(gold: pl.DataFrame) -> pl.DataFrame:
     return gold.filter(pl.col("event") == "CLOSE").sort("pair", "direction", "start_ts")
 

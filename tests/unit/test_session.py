@@ -32,3 +32,13 @@ def test_spark_settings_from_the_environment_win_over_ours_and_a_malformed_one_i
     assert conf["spark.sql.shuffle.partitions"] == "8" and conf["spark.ui.enabled"] == "true"
     with pytest.raises(ConfigError, match="spark.key=value"):
         from_settings(Settings(), environ={"ARB_SPARK_CONF": "shuffle=8"})
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_hot_path_partition_count_below_one_or_not_a_number_is_refused(value):
+    from arb.settings import ConfigError, Settings
+    from streaming.config import from_settings
+
+    assert from_settings(Settings(), environ={"ARB_HOTPATH_PARTITIONS": "3"}).hotpath.shuffle_partitions == 3
+    with pytest.raises(ConfigError, match="partitions|ARB_HOTPATH_PARTITIONS"):
+        from_settings(Settings(), environ={"ARB_HOTPATH_PARTITIONS": value})
