@@ -58,7 +58,7 @@ from arbitrage.analytics import (
 from streaming import jobs
 from streaming.config import STATE_STORES, JobConfig, StreamingConfig
 from streaming.metrics import ProgressListener
-from streaming.sinks import QueryId, append_arrow, is_local, write_delta
+from streaming.sinks import QueryId, append_table, is_local
 
 log = logging.getLogger("streaming.analytics")
 
@@ -190,12 +190,7 @@ def append_rows(spark: SparkSession, config: StreamingConfig, table: str, rows: 
     for a Spark write on this machine), a Spark Delta write on any other location."""
     if not rows:
         return
-    arrow = table_frame(table, rows).to_arrow()
-    path = config.table(table)
-    if is_local(path):
-        append_arrow(arrow, path, app_id, batch_id, ["date"])
-    else:
-        write_delta(spark.createDataFrame(arrow), path, app_id, batch_id)
+    append_table(spark, table_frame(table, rows).to_arrow(), config.table(table), app_id, batch_id)
 
 
 def read_rows(spark: SparkSession, config: StreamingConfig, table: str, ts_field: str, since_us: int,
