@@ -77,27 +77,35 @@ OUTPUT_SCHEMA = StructType([
 STATE_SCHEMA = StructType([StructField("json", StringType())])
 
 
-def pair_map(spark: Any, rules: RulesConfig) -> DataFrame:
-    """The static (exchange, symbol) -> pair map of the configured pairs."""
-    rows = [(p.name, exchange, p.symbol_on(exchange)) for p in rules.pairs for exchange in ("coinbase", "binance")]
-    return spark.createDataFrame(rows, "pair string, pm_exchange string, pm_symbol string")
+def pair_routes(rules: RulesConfig) -> dict[str, list[str]]:
+    """`exchange|symbol` -> the configured pairs that tick concerns; `exchange|` (a feed status without a symbol)
+    -> every pair of that exchange."""
+    routes: dict[str, list[str]] = {}
+    for pair in rules.pairs:
+        for exchange in ("coinbase", "binance"):
+            routes.setdefault(f"{exchange}|{pair.symbol_on(exchange)}", []).append(pair.name)
+            routes.setdefault(f"{exchange}|", []).append(pair.name)
+    return routes
 
 
-def pair_ticks(events: DataFrame, pairs: DataFrame) -> DataFrame:
+def pair_ticks(events: DataFrame, rules: RulesConfig) -> DataFrame:
     """Valid quotes (crossed ones too: the tracker skips them) and feed statuses -> one tick row per pair concerned.
 
-    A feed status without a symbol concerns every pair of its exchange.
+    A feed status without a symbol concerns every pair of its exchange. The routes are a literal map in the plan,
+    not a join with a static frame: a broadcast join would be planned and broadcast again in every micro-batch.
     """
-    usable = events.where(F.col("reason").isNull() & F.col("kind").isin("quote", "status")).select(
-        "kind", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "event_ts", "seq", "state",
-    )
-    concerns = (F.col("exchange") == F.col("pm_exchange")) & (
-        F.col("symbol").eqNullSafe(F.col("pm_symbol")) | ((F.col("kind") == "status") & F.col("symbol").isNull())
-    )
-    joined = usable.join(F.broadcast(pairs), on=concerns, how="inner")
-    return joined.select(
-        "pair", "kind", "exchange", F.col("pm_symbol").alias("symbol"), "bid", "bid_size", "ask", "ask_size",
-        F.unix_micros("event_ts").alias("t_us"), "seq", "state", "event_ts",
+    routes = F.create_map(*[v for key, pairs in sorted(pair_routes(rules).items())
+                            for v in (F.lit(key), F.array(*map(F.lit, pairs)))])
+    route_key = F.concat(F.col("exchange"), F.lit("|"), F.coalesce(F.col("symbol"), F.lit("")))
+    usable = events.where(F.col("reason").isNull() & F.col("kind").isin("quote", "status"))
+    routed = usable.select("*", F.explode(F.element_at(routes, route_key)).alias("pair"))
+    # A status names its pair's symbol on that exchange (the tracker keys statuses by exchange only).
+    pair_symbols = F.create_map(*[v for pair in rules.pairs for exchange in ("coinbase", "binance")
+                                  for v in (F.lit(f"{pair.name}|{exchange}"), F.lit(pair.symbol_on(exchange)))])
+    return routed.select(
+        "pair", "kind", "exchange",
+        F.element_at(pair_symbols, F.concat(F.col("pair"), F.lit("|"), F.col("exchange"))).alias("symbol"),
+        "bid", "bid_size", "ask", "ask_size", F.unix_micros("event_ts").alias("t_us"), "seq", "state", "event_ts",
     )
 
 

@@ -94,19 +94,18 @@ def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bo
 
 
 def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:
-    ticks = hotpath.pair_ticks(parse(config, records), hotpath.pair_map(spark, config.rules))
+    ticks = hotpath.pair_ticks(parse(config, records), config.rules)
     watermarked = ticks.withWatermark("event_ts", f"{config.watermark_delay_ms} milliseconds")
     return hotpath.arb_stream(watermarked, config.rules, config.watermark_delay_ms)
 
 
 def joined_hotpath_frame(spark: SparkSession, config: StreamingConfig) -> DataFrame:
     """`--align join`: each venue's quote topic (+ feed status) is its own source, one side of the join."""
-    pairs = hotpath.pair_map(spark, config.rules)
     sides = []
     for exchange in ("coinbase", "binance"):
         records = read_kafka(spark, config, [config.topics.quotes(exchange), config.topics.feed_status],
                              config.hotpath)
-        sides.append(hotpath.pair_ticks(parse(config, records), pairs))
+        sides.append(hotpath.pair_ticks(parse(config, records), config.rules))
     return quotejoin.arb_stream(*sides, config.rules, config.watermark_delay_ms)
 
 

@@ -109,7 +109,7 @@ def test_pair_ticks_route_quotes_to_their_pair_and_a_symbol_less_status_to_every
         ("coinbase.quotes", quote_json()),
         ("feed.status", f'{{"v":1,"type":"status","exchange":"coinbase","state":"gap","detail":"","ts_recv_us":{T0}}}'),
     ]), {"coinbase": ["BTC/USD"], "binance": []}, 5_000, 86_400_000)
-    ticks = hotpath.pair_ticks(frame, hotpath.pair_map(spark, rules))
+    ticks = hotpath.pair_ticks(frame, rules)
     got = sorted((r.pair, r.kind, r.exchange, r.symbol, r.t_us) for r in ticks.collect())
     assert got == [
         ("BTC/USD", "quote", "coinbase", "BTC/USD", T0),
