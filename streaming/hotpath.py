@@ -18,10 +18,11 @@ micro-batch that brings them, and the spread rows and OPEN/CLOSE events go out i
 `streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows. Ticks later than D
 (in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance.
 
-Why no stream-stream join in front (the design the issue sketched): a range join on (pair, time bucket) with
-|t_cb - t_bn| <= S emits every pair of ticks within S, i.e. rate_cb * rate_bn * 2S rows per second per pair (~110,000
-rows/s at 333 ticks/s per side and S = 500 ms) which the processor would then collapse back to one row per tick; see
-docs/BENCHMARKS.md "Pipeline" for the measurement. The as-of rule needs only the latest quote per side, which the
+Why the stream-stream join in front (the design the issue sketched; streaming/quotejoin.py, ARB_ALIGNMENT=join) is not
+the default: a range join on (pair, time bucket) with |t_cb - t_bn| <= S emits every pair of ticks within S, i.e.
+rate_cb * rate_bn * 2S rows per second per pair (~110,000 rows/s at 333 ticks/s per side and S = 500 ms) which the
+processor then collapses back to one row per tick; `arb bench alignment` measured half the as-of drain rate at 400
+quotes/s (docs/BENCHMARKS.md "Join vs as-of"). The as-of rule needs only the latest quote per side, which the
 processor keeps anyway.
 """
 
