@@ -25,6 +25,7 @@ from arb.argtypes import port
 from arb.kafka import set_parent_death_signal
 from arb.logs import log_event, setup_logging
 from arb.settings import ConfigError, Settings
+from streaming.cli import add_rules_arguments, rules_argv
 
 log = logging.getLogger("arb.up")
 
@@ -66,6 +67,7 @@ class UpOptions:
     control_port: int = DEFAULT_CONTROL_PORT
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     status_interval_s: float = 5.0
+    stream_args: tuple[str, ...] = ()  # the rules flags, handed to `arb stream all`
 
 
 def accepts_connections(host: str, port: int) -> bool:
@@ -117,7 +119,7 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
         (True, produce("coinbase", opts.coinbase_port)),
         (True, produce("binance", opts.binance_port)),
         # SIGTERM: `arb stream` stops its queries on it; SIGINT would also go through pyspark's job-cancelling handler.
-        (opts.stream, Component("stream", ("stream", "all"), stop_signal=signal.SIGTERM, stop_timeout_s=60.0,
+        (opts.stream, Component("stream", ("stream", "all", *opts.stream_args), stop_signal=signal.SIGTERM, stop_timeout_s=60.0,
                                 metrics="stream-*.json")),
         (opts.dashboard, Component(
             "dashboard", ("dashboard", "--host", host, "--port", str(opts.dashboard_port)),
@@ -474,6 +476,7 @@ def register(subparsers) -> None:
                                           "(default: the producers' own)")
     parser.add_argument("--scenario", default="demo", help="emulator scenario name or file (default: demo)")
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="do not start the streaming jobs")
+    add_rules_arguments(parser, keep_text=True)
     parser.add_argument("--no-dashboard", dest="dashboard", action="store_false", help="do not start the dashboard")
     parser.add_argument("--coinbase-port", type=port, default=DEFAULT_COINBASE_PORT,
                         help=f"emulator's Coinbase port (default {DEFAULT_COINBASE_PORT})")
@@ -497,7 +500,7 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     opts = UpOptions(source=args.source, symbols=args.symbols, scenario=args.scenario, stream=args.stream,
                      dashboard=args.dashboard, coinbase_port=args.coinbase_port, binance_port=args.binance_port,
                      control_port=args.control_port, dashboard_port=args.dashboard_port,
-                     status_interval_s=args.status_interval)
+                     status_interval_s=args.status_interval, stream_args=rules_argv(args))
     lock = settings.run_dir / "up.pid"
     other = _read_live_pid(lock)
     if other is not None:

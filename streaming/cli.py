@@ -15,7 +15,7 @@ import functools
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from arb.argtypes import finite_decimal
 from arb.settings import ConfigError, Settings
@@ -118,6 +118,39 @@ def build_config(args: argparse.Namespace, settings: Settings, environ: Any = No
     return config
 
 
+RULES_FLAGS = ("threshold_bps", "staleness_ms", "pairs", "fees")
+
+
+def add_rules_arguments(parser: argparse.ArgumentParser, keep_text: bool = False) -> None:
+    """The rules flags (`arb stream`, and `arb up`, which checks them and hands them on as text: `keep_text`)."""
+    def typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+        if not keep_text:
+            return parse
+
+        def checked(text: str) -> str:
+            parse(text)  # a bad value exits 2 here, not in the child
+            return text
+
+        return checked
+
+    rules = parser.add_argument_group("rules (default: arbitrage.rules.RulesConfig)")
+    rules.add_argument("--threshold-bps", type=typed(finite_decimal), metavar="X",
+                       help="minimum net spread in bps, after both taker fees, that opens a window (default 5)")
+    rules.add_argument("--staleness-ms", type=typed(non_negative_int), metavar="MS",
+                       help="a quote older than this is never compared (default 500)")
+    rules.add_argument("--pairs", type=typed(pair_list), metavar="SPECS",
+                       help="pairs to watch: names of the default pairs (BTC/USD,ETH/USD,ETH/BTC) or "
+                       "NAME=COINBASE~BINANCE[@RATE] specs, e.g. BTC/USD=BTC/USD~BTC/USDT@1.0 (default: all three)")
+    rules.add_argument("--fees", type=typed(fee_schedule), metavar="SPEC",
+                       help="taker fees, e.g. coinbase=0.006,binance=10bps (default: coinbase 0.006, binance 0.001)")
+
+
+def rules_argv(args: argparse.Namespace) -> tuple[str, ...]:
+    """The rules flags given to `arb up` (as text), for its `arb stream` child."""
+    return tuple(item for name in RULES_FLAGS if getattr(args, name) is not None
+                 for item in (f"--{name.replace('_', '-')}", getattr(args, name)))
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "stream", help="Spark Structured Streaming jobs: Kafka -> bronze / silver / spreads / gold (Delta) + alerts",
@@ -129,16 +162,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--master", default=None,
                         help="Spark master URL (default: ARB_SPARK_MASTER or local[*])")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    rules = parser.add_argument_group("rules (default: arbitrage.rules.RulesConfig)")
-    rules.add_argument("--threshold-bps", type=finite_decimal, metavar="X",
-                       help="minimum net spread in bps, after both taker fees, that opens a window (default 5)")
-    rules.add_argument("--staleness-ms", type=non_negative_int, metavar="MS",
-                       help="a quote older than this is never compared (default 500)")
-    rules.add_argument("--pairs", type=pair_list, metavar="SPECS",
-                       help="pairs to watch: names of the default pairs (BTC/USD,ETH/USD,ETH/BTC) or "
-                       "NAME=COINBASE~BINANCE[@RATE] specs, e.g. BTC/USD=BTC/USD~BTC/USDT@1.0 (default: all three)")
-    rules.add_argument("--fees", type=fee_schedule, metavar="SPEC",
-                       help="taker fees, e.g. coinbase=0.006,binance=10bps (default: coinbase 0.006, binance 0.001)")
+    add_rules_arguments(parser)
     parser.set_defaults(handler=run)
 
 

@@ -49,6 +49,8 @@ def test_help_exits_0_and_prints_usage(path, capsys):
     ["up", "--coinbase-port", "x"],
     ["up", "--dashboard-port", "70000"],
     ["up", "--status-interval", "often"],
+    ["up", "--threshold-bps", "lots"],
+    ["up", "--pairs", "BTC/EUR"],
 ], ids=" ".join)
 def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 import time
 
 from arb.cli import build_parser
@@ -119,3 +120,14 @@ def test_a_child_that_exits_is_restarted_after_its_backoff(tmp_path):
     assert child.restarts == 1 and child.last_exit == 0
     assert (tmp_path / "run" / "logs" / "quitter.log").read_text().count("=== ") == 2
     assert "quitter exited (code 0)" in supervisor.out.getvalue()
+
+
+def test_rules_flags_of_arb_up_reach_the_streaming_child_as_given():
+    args = build_parser().parse_args(["up", "--threshold-bps", "7.5", "--fees", "coinbase=0.004,binance=10bps"])
+    from streaming.cli import rules_argv
+
+    opts = UpOptions(stream_args=rules_argv(args))
+    stream = {c.name: c for c in components(opts, Settings())}["stream"]
+
+    assert stream.argv == ("stream", "all", "--threshold-bps", "7.5", "--fees", "coinbase=0.004,binance=10bps")
+    assert build_parser().parse_args(list(stream.argv)).threshold_bps == Decimal("7.5")
