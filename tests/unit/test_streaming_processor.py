@@ -60,10 +60,14 @@ def test_output_rows_and_alert_line_carry_the_window_in_the_documented_format():
 
     line = alert_line(window, emitted_us=1_795_308_000_123_000)
 
+    def plain(text: str) -> str:  # the alert's money: shortest plain form (docs/DATA_MODEL.md: "12.4", not "12.400000")
+        return format(Decimal(text).normalize(), "f")
+
+    assert window["profit_at_peak"] == "343.194000000000" and plain(window["profit_at_peak"]) == "343.194"
     assert line == {
         "v": 1, "type": "arb_window", "event": "OPEN", "window_id": "BTC/USD|buy_coinbase_sell_binance|2000",
-        "pair": "BTC/USD", "direction": "buy_coinbase_sell_binance", "net_bps": window["peak_net_bps"],
-        "peak_net_bps": window["peak_net_bps"], "mean_net_bps": window["peak_net_bps"], "size": "1",
-        "est_profit": window["profit_at_peak"], "start_ts": "1970-01-01T00:00:00.002Z", "end_ts": None,
+        "pair": "BTC/USD", "direction": "buy_coinbase_sell_binance", "net_bps": plain(window["peak_net_bps"]),
+        "peak_net_bps": plain(window["peak_net_bps"]), "mean_net_bps": plain(window["peak_net_bps"]), "size": "1",
+        "est_profit": "343.194", "start_ts": "1970-01-01T00:00:00.002Z", "end_ts": None,
         "duration_ms": None, "ticks": 1, "close_reason": None, "emitted_ts": "2026-11-22T00:40:00.123Z",
     }
