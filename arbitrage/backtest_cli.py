@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from arb.argtypes import finite_decimal
+from arb.argtypes import finite_decimal, non_negative_int, positive_int
 from arbitrage.fees import parse_fees
 from arbitrage.pairs import parse_pair
 from arbitrage.rules import RulesConfig, UnknownPair
@@ -53,23 +53,6 @@ def _positive_decimal(text: str) -> Decimal:
     value = finite_decimal(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text.replace("_", ""))
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
@@ -121,8 +104,8 @@ def register(subparsers) -> None:
     parser.add_argument("--pairs", help="comma-separated pair names or NAME=CB~BN[@RATE] specs "
                         "(default: the configured pairs in the first pair's quote currency)")
     parser.add_argument("--threshold-bps", type=finite_decimal, help="minimum net bps of a tradable comparison (default 5)")
-    parser.add_argument("--staleness-ms", type=_non_negative_int, help="staleness bound (default 500)")
-    parser.add_argument("--latency-ms", type=_non_negative_int, default=0, help="signal-to-fill delay (default 0)")
+    parser.add_argument("--staleness-ms", type=non_negative_int, help="staleness bound (default 500)")
+    parser.add_argument("--latency-ms", type=non_negative_int, default=0, help="signal-to-fill delay (default 0)")
     parser.add_argument("--size", type=_positive_decimal, help="max base units per trade (default: displayed size)")
     parser.add_argument("--fees", type=_fees, help="taker fees, e.g. coinbase=0.006,binance=10bps")
     parser.add_argument("--balances", type=_balances, metavar="EX:CCY=AMT,...",
@@ -214,8 +197,8 @@ def register_bench(subparsers) -> None:
         description="Generate N silver quote rows (BTC/USD vs BTC/USDT) into a temporary Delta table, then time "
         "`arb backtest` over all of it: read with pruning, align, find windows, fill and simulate.",
     )
-    parser.add_argument("--rows", type=_positive_int, default=10_000_000, help="quote rows (default 10,000,000)")
-    parser.add_argument("--latency-ms", type=_non_negative_int, default=100)
+    parser.add_argument("--rows", type=positive_int, default=10_000_000, help="quote rows (default 10,000,000)")
+    parser.add_argument("--latency-ms", type=non_negative_int, default=100)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lake", help="reuse or create the generated lake here instead of a temporary dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

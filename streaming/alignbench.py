@@ -23,23 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arb.argtypes import positive_int
 from arb.settings import Settings
 
 
 def register_bench(subparsers: Any) -> None:
     parser = subparsers.add_parser("alignment", help="hot path: as-of operator vs stream-stream join, same backlog")
-    parser.add_argument("--rate", type=_positive_int, default=2000, help="quotes per second across both venues")
-    parser.add_argument("--seconds", type=_positive_int, default=30, help="seconds of market in the backlog")
+    parser.add_argument("--rate", type=positive_int, default=2000, help="quotes per second across both venues")
+    parser.add_argument("--seconds", type=positive_int, default=30, help="seconds of market in the backlog")
     parser.add_argument("--alignments", default="asof,join", type=_alignments, help="which to run, in this order")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _alignments(text: str) -> list[str]:

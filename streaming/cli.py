@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from arb.argtypes import finite_decimal
+from arb.argtypes import finite_decimal, non_negative_int
 from arb.settings import ConfigError, Settings
 from arbitrage.fees import FeeSchedule, parse_fees
 from arbitrage.pairs import Pair, parse_pair
@@ -60,16 +60,6 @@ def wait_for_queries(spark: Any, queries: list[Any], available_now: bool, stop_r
                 return
         except StreamingQueryException:
             return
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def pair_list(text: str) -> tuple[Pair, ...]:
