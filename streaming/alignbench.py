@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tempfile
+import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from arb.argtypes import positive_int
@@ -114,21 +113,13 @@ def _gold_closes(path: str) -> list[tuple]:
 
 
 def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
-    from arb.settings import KafkaSettings
+    from arb.kafka import ensure_topics
     from streaming import jobs, synthetic
-    from streaming.bench import _free_port, _scenario, bench_environ
+    from streaming.bench import _scenario, bench_data, bench_environ, bench_session, start_broker
     from streaming.config import from_settings
-    from streaming.session import create_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="arb-bench-alignment-"))
-    data_dir = tmp / "data"
-    data_dir.mkdir()
-    (data_dir / "jars").symlink_to(settings.jars_dir.resolve(), target_is_directory=True)
-    kafka = KafkaSettings(embedded_port=_free_port(), embedded_controller_port=_free_port())
-    bench_settings = dataclasses.replace(settings, data_dir=data_dir, kafka=kafka)
-    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
-    broker.start()
+    tmp, bench_settings = bench_data(settings, "arb-bench-alignment-")
+    broker = start_broker(bench_settings)
     try:
         ensure_topics(bench_settings)
         base = from_settings(bench_settings, environ=bench_environ())
@@ -138,8 +129,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         records = [r for r in _scenario(base.rules, start_us, args.seconds, args.rate).records()
                    if r.topic_kind.startswith("quotes:")]
         synthetic.publish(records, bench_settings.kafka.client_config(), bench_settings.kafka.topics)
-        spark = create_session(dataclasses.replace(base.spark, extra={
-            "spark.sql.streaming.numRecentProgressUpdates": "10000"}))
+        spark = bench_session(base.spark)
         result: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "quotes": len(records),
                                   "cores": base.spark.master}
         golds = {}
@@ -166,3 +156,4 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         return result
     finally:
         broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

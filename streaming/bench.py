@@ -203,8 +203,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def bench_environ() -> dict[str, str]:
     """The environment a bench's streaming config reads: none of the user's `ARB_*` settings (a bench makes its own
-    broker, lake and rules) except `ARB_SPARK_CONF`, so that Spark settings can be measured."""
-    return {key: os.environ[key] for key in ("ARB_SPARK_CONF",) if key in os.environ}
+    broker, lake and rules) except the Spark knobs, so that they can be measured: `ARB_SPARK_CONF`,
+    `ARB_HOTPATH_PARTITIONS`."""
+    return {key: os.environ[key] for key in ("ARB_SPARK_CONF", "ARB_HOTPATH_PARTITIONS") if key in os.environ}
+
+
+def bench_data(settings: Settings, prefix: str) -> tuple[Path, Settings]:
+    """A temp dir with a data dir of its own (the jars linked in) and free broker ports: a bench never touches the
+    user's lake, checkpoints or broker."""
+    from arb.settings import KafkaSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    (data_dir / "jars").symlink_to(settings.jars_dir.resolve(), target_is_directory=True)
+    kafka = KafkaSettings(embedded_port=_free_port(), embedded_controller_port=_free_port())
+    return tmp, dataclasses.replace(settings, data_dir=data_dir, kafka=kafka)
+
+
+def start_broker(bench_settings: Settings) -> Any:
+    """The bench's own embedded broker, which dies with this process."""
+    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig
+
+    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
+    broker.start()
+    return broker
+
+
+def bench_session(spark_config: Any) -> Any:
+    """The bench's Spark session: every progress event kept, and the `ARB_SPARK_CONF` settings as well."""
+    from streaming.session import create_session
+
+    return create_session(dataclasses.replace(spark_config, extra={
+        **spark_config.extra, "spark.sql.streaming.numRecentProgressUpdates": "10000"}))
 
 
 def _free_port() -> int:
@@ -473,21 +504,13 @@ def _last(progress: list[dict], name: str) -> dict | None:
 
 
 def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
-    from arb.settings import KafkaSettings
+    from arb.kafka import ensure_topics
     from streaming import jobs, synthetic
     from streaming.config import from_settings
     from streaming.metrics import DetectionLatency, MetricsListener, parse_iso_us
-    from streaming.session import create_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="arb-bench-pipeline-"))
-    data_dir = tmp / "data"
-    data_dir.mkdir()
-    (data_dir / "jars").symlink_to(settings.jars_dir.resolve(), target_is_directory=True)
-    kafka = KafkaSettings(embedded_port=_free_port(), embedded_controller_port=_free_port())
-    bench_settings = dataclasses.replace(settings, data_dir=data_dir, kafka=kafka)
-    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
-    broker.start()
+    tmp, bench_settings = bench_data(settings, "arb-bench-pipeline-")
+    broker = start_broker(bench_settings)
     spark = None
     chain: Chain | None = None
     lag: BrokerLag | None = None
@@ -499,8 +522,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             config = config.replace(silver=dataclasses.replace(config.silver, state_store=args.silver_state_store))
         if args.watermark_ms is not None:
             config = config.replace(watermark_delay_ms=args.watermark_ms)
-        spark = create_session(dataclasses.replace(config.spark, extra={
-            "spark.sql.streaming.numRecentProgressUpdates": "10000"}))
+        spark = bench_session(config.spark)
         detection = DetectionLatency(size=100_000)
         listener = MetricsListener(config.metrics_dir, detection, keep=True)
         spark.streams.addListener(listener)
@@ -728,20 +750,12 @@ def compare_state_stores(args: argparse.Namespace, settings: Settings) -> dict[s
     `rate * duration` quotes are published first; each store then reads them with availableNow in batches of
     `rate` records. Reported per store: state operator time per batch (update + commit) and batch time.
     """
-    from arb.kafka import EmbeddedKafka, EmbeddedKafkaConfig, ensure_topics
-    from arb.settings import KafkaSettings
+    from arb.kafka import ensure_topics
     from streaming import jobs, synthetic
     from streaming.config import from_settings
-    from streaming.session import create_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="arb-bench-stores-"))
-    data_dir = tmp / "data"
-    data_dir.mkdir()
-    (data_dir / "jars").symlink_to(settings.jars_dir.resolve(), target_is_directory=True)
-    kafka = KafkaSettings(embedded_port=_free_port(), embedded_controller_port=_free_port())
-    bench_settings = dataclasses.replace(settings, data_dir=data_dir, kafka=kafka)
-    broker = EmbeddedKafka(dataclasses.replace(EmbeddedKafkaConfig.from_settings(bench_settings), tie_to_parent=True))
-    broker.start()
+    tmp, bench_settings = bench_data(settings, "arb-bench-stores-")
+    broker = start_broker(bench_settings)
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "machine": f"{platform.node()} {os.cpu_count()} cores", "records": 0}
     try:
@@ -751,7 +765,7 @@ def compare_state_stores(args: argparse.Namespace, settings: Settings) -> dict[s
                             args.duration, args.rate).records()
         out["records"] = synthetic.publish(records, bench_settings.kafka.client_config(),
                                            bench_settings.kafka.topics)
-        spark = create_session(config.spark)
+        spark = bench_session(config.spark)
         for store in ("hdfs", "rocksdb"):
             job = dataclasses.replace(config.silver, state_store=store, max_offsets_per_trigger=int(args.rate))
             cfg = config.replace(silver=job, lake=f"{config.lake}-{store}", checkpoints=f"{config.checkpoints}-{store}")
