@@ -17,7 +17,6 @@ ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvi
 HDFS = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 STATE_STORES = {"rocksdb": ROCKSDB, "hdfs": HDFS}
 ALIGNMENTS = ("asof", "join")
-HOTPATH_PARTITIONS = 1
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -76,9 +75,9 @@ class StreamingConfig:
     alignment: str = "asof"
     # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
     dedupe_watermark: str = "1 minute"
-    # The hot path is keyed by pair (a handful of keys): one partition pays its per-batch fixed costs (tasks, state
-    # store commit, Python round trip) once instead of once per core; docs/BENCHMARKS.md "Pipeline".
-    hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb", shuffle_partitions=HOTPATH_PARTITIONS)
+    # The hot path's partitions default to the session's (the cores): 1 instead of 2 measured no faster here
+    # (docs/BENCHMARKS.md "Pipeline"); ARB_HOTPATH_PARTITIONS sets it.
+    hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
     # The lake jobs run fewer, larger batches: each batch has fixed costs, and on a small machine every second they
     # spend is taken from the hot path (docs/BENCHMARKS.md "Pipeline"). RocksDB: faster than hdfs for the dedupe here.
     silver: JobConfig = JobConfig(trigger="5 seconds", state_store="rocksdb")
@@ -143,8 +142,8 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and `ARB_SPARK_CONF` override them; keyword
-    arguments override everything."""
+    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and
+    `ARB_SPARK_CONF` override them; keyword arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
         from arbitrage.rules import RulesConfig
@@ -157,7 +156,8 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         extra=spark_conf_from_env(env.get("ARB_SPARK_CONF") or ""),
     )
     hotpath = JobConfig(trigger="0 seconds", state_store=env.get("ARB_STATE_STORE") or "rocksdb",
-                        shuffle_partitions=_int_env(env, "ARB_HOTPATH_PARTITIONS", HOTPATH_PARTITIONS))
+                        shuffle_partitions=_int_env(env, "ARB_HOTPATH_PARTITIONS", 0)
+                        if env.get("ARB_HOTPATH_PARTITIONS") else None)
     watermark_ms = _int_env(env, "ARB_WATERMARK_MS", 300)
     config = StreamingConfig(
         lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,

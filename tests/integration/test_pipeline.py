@@ -88,7 +88,9 @@ def synthetic_run(request, spark, kafka_broker, tmp_path_factory) -> Run:
 
     settings = kafka_broker.with_topics(f"p{os.getpid()}{int(time.time()) % 100000}.")
     settings = dataclasses.replace(settings, data_dir=make_data_dir(tmp_path_factory.mktemp("pipeline") / "data"))
-    config = from_settings(settings, environ={}, alignment=request.param)
+    # The join run also gives the hot path a partition count of its own (ARB_HOTPATH_PARTITIONS).
+    config = from_settings(settings, environ={"ARB_HOTPATH_PARTITIONS": "1"} if request.param == "join" else {},
+                           alignment=request.param)
     scenario = make_scenario(config.rules, start_us=(time.time_ns() // 1000) - 30 * SECOND)
     records = scenario.records()
     synthetic.publish(records, settings.kafka.client_config(), settings.kafka.topics)
@@ -107,16 +109,17 @@ def test_the_hot_path_aligns_with_the_configured_operator(synthetic_run):
     assert joins == (["symmetricHashJoin"] if synthetic_run.config.alignment == "join" else []), synthetic_run.operators
 
 
-def test_the_hot_path_runs_its_own_partition_count_and_the_other_jobs_the_sessions(synthetic_run):
+def test_the_hot_path_runs_its_configured_partition_count_and_silver_the_sessions(synthetic_run):
     """Pinned in each checkpoint's first offsets entry (the conf Spark resumes with)."""
+    from streaming.session import local_cores
+
     def partitions(job: str) -> str:
         lines = Path(synthetic_run.config.checkpoint(job), "offsets", "0").read_text().splitlines()
         return orjson.loads(lines[1])["conf"]["spark.sql.shuffle.partitions"]
 
-    assert partitions("hotpath") == str(synthetic_run.config.hotpath.shuffle_partitions) == "1"
-    from streaming.session import local_cores
-
-    assert partitions("silver") == str(local_cores(synthetic_run.config.spark.master))
+    session = str(local_cores(synthetic_run.config.spark.master))
+    assert partitions("hotpath") == str(synthetic_run.config.hotpath.shuffle_partitions or session)
+    assert partitions("silver") == session
 
 
 def gold_closes(gold: pl.DataFrame) -> pl.DataFrame:
