@@ -70,7 +70,7 @@ _TEXT_FIELDS = ("kind", "pair", "window_id", "direction", "event", "close_reason
 _WINDOW_COLUMNS = ("window_id", "direction", "event", "start_ts_us", "end_ts_us", "duration_ms", "peak_net_bps",
                    "mean_net_bps", "size_at_peak", "profit_at_peak", "ticks", "close_reason", "emitted_ts_us")
 # One output type for both kinds of rows: `kind` says which half is filled. Decimals cross the Arrow boundary as
-# exact decimal strings and are cast back to decimal(30,12) in Spark.
+# exact decimal strings and become decimal(30,12) again in the sink's Arrow tables (spreads_arrow, windows_arrow).
 OUTPUT_COLUMNS = ("kind", "pair", *(c for c in SPREAD_COLUMNS if c != "pair"), *_WINDOW_COLUMNS)
 OUTPUT_SCHEMA = StructType([
     StructField(c, LongType() if c in _LONG_FIELDS else StringType()) for c in OUTPUT_COLUMNS

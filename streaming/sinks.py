@@ -40,11 +40,17 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def append_frame(df: DataFrame, path: str, app_id: str, batch_id: int,
+# A micro-batch of more rows than this (a catch-up after downtime) is written by Spark's tasks, not collected into the
+# driver's memory.
+DRIVER_WRITE_ROWS = 500_000
+
+
+def append_frame(df: DataFrame, path: str, app_id: str, batch_id: int, batch_rows: int,
                  partition_by: Iterable[str] = ("date",)) -> None:
     """Append a Spark frame once per (app_id, batch_id): into a local lake with delta-rs from the driver (one Arrow
-    collect), into a Hadoop one (s3a://...) with Spark's Delta writer."""
-    if is_local(path):
+    collect) unless the micro-batch has more than DRIVER_WRITE_ROWS rows, else (and into a Hadoop lake, s3a://...)
+    with Spark's Delta writer. Both record the same Delta transaction (app id, version), so they mix safely."""
+    if is_local(path) and batch_rows <= DRIVER_WRITE_ROWS:
         append_arrow(df.toArrow(), path, app_id, batch_id, list(partition_by))
     else:
         write_delta(df, path, app_id, batch_id, partition_by)
@@ -110,13 +116,14 @@ class BronzeSink:
         topics = self.config.topics
         batch.persist()
         try:
+            rows = batch.count()
             for table, names in (
                 ("bronze/coinbase", [topics.quotes("coinbase"), topics.trades("coinbase")]),
                 ("bronze/binance", [topics.quotes("binance"), topics.trades("binance")]),
                 ("bronze/feed_status", [topics.feed_status]),
             ):
                 part = batch.where(F.col("topic").isin(names))
-                append_frame(part, self.config.table(table), f"{self.query_id.get()}/{table}", batch_id)
+                append_frame(part, self.config.table(table), f"{self.query_id.get()}/{table}", batch_id, rows)
         finally:
             batch.unpersist()
 
@@ -131,13 +138,15 @@ class SilverSink:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
+            rows = batch.count()
             for table, transform in (
                 ("silver/quotes", transforms.silver_quotes),
                 ("silver/trades", transforms.silver_trades),
                 ("silver/feed_status", transforms.silver_feed_status),
                 ("silver/dead_letter", transforms.dead_letter),
             ):
-                append_frame(transform(batch), self.config.table(table), f"{self.query_id.get()}/{table}", batch_id)
+                append_frame(transform(batch), self.config.table(table), f"{self.query_id.get()}/{table}", batch_id,
+                             rows)
         finally:
             batch.unpersist()
 

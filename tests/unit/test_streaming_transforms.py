@@ -206,3 +206,25 @@ def test_a_hadoop_lake_gets_through_spark_what_a_local_one_gets_through_delta_rs
     by_rs, by_spark = (DeltaTable(str(tmp_path / name)).to_pyarrow_table() for name in ("rs", "spark"))
     assert by_spark.select(by_rs.column_names).to_pylist() == by_rs.to_pylist()
     assert by_spark.schema.field("cb_bn_profit").type == by_rs.schema.field("cb_bn_profit").type
+
+
+def test_a_catch_up_batch_too_big_for_the_driver_goes_through_spark_and_mixes_with_delta_rs_commits(spark, tmp_path,
+                                                                                                   monkeypatch):
+    """Batches above DRIVER_WRITE_ROWS are written by Spark's tasks into the same table, each commit once."""
+    from deltalake import DeltaTable
+
+    from streaming import sinks
+
+    monkeypatch.setattr(sinks, "DRIVER_WRITE_ROWS", 2)
+    path = str(tmp_path / "t")
+    small = spark.createDataFrame([(1, date(2026, 11, 22))], "n long, date date")
+    big = spark.createDataFrame([(n, date(2026, 11, 22)) for n in (2, 3, 4)], "n long, date date")
+
+    sinks.append_frame(small, path, "q/t", 0, batch_rows=1)  # delta-rs
+    sinks.append_frame(big, path, "q/t", 1, batch_rows=3)  # Spark
+    sinks.append_frame(big, path, "q/t", 1, batch_rows=3)  # a replay after a crash: skipped
+    sinks.append_frame(small, path, "q/t", 0, batch_rows=1)  # an older replay: skipped
+
+    table = DeltaTable(path)
+    assert sorted(table.to_pyarrow_table()["n"].to_pylist()) == [1, 2, 3, 4]
+    assert table.transaction_version("q/t") == 1
