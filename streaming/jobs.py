@@ -52,6 +52,10 @@ def parse(config: StreamingConfig, records: DataFrame) -> DataFrame:
     return transforms.parse_events(records, known_symbols(config), config.max_future_ms, config.max_age_ms)
 
 
+CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
+FILESYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+
+
 def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
            sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
     """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger and state store."""
@@ -59,6 +63,14 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
     session_partitions = spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200")
     spark.conf.set("spark.sql.shuffle.partitions", str(job.shuffle_partitions or session_partitions))
+    # A local checkpoint through the FileSystem API: FileContext forks `chmod` for each file it creates and `readlink`
+    # for each rename (~0.2-0.4 s of every micro-batch's commits here: docs/BENCHMARKS.md). Not for HDFS, where
+    # FileContext's atomic rename is the point; an ARB_SPARK_CONF choice wins.
+    if CHECKPOINT_MANAGER not in config.spark.extra:
+        if sinks.is_local(config.checkpoint(name)):
+            spark.conf.set(CHECKPOINT_MANAGER, FILESYSTEM_CHECKPOINTS)
+        else:
+            spark.conf.unset(CHECKPOINT_MANAGER)
     # The join alignment's two watermarks follow the faster venue (quotejoin.py); the other queries have one.
     spark.conf.set(quotejoin.WATERMARK_POLICY, "max" if name == "hotpath" and config.alignment == "join" else "min")
     # A query's batches run in the scheduler pool of the thread that started it (streaming/session.py).
