@@ -119,8 +119,8 @@ def components(opts: UpOptions, settings: Settings) -> list[Component]:
         (True, produce("coinbase", opts.coinbase_port)),
         (True, produce("binance", opts.binance_port)),
         # SIGTERM: `arb stream` stops its queries on it; SIGINT would also go through pyspark's job-cancelling handler.
-        (opts.stream, Component("stream", ("stream", "all", *opts.stream_args), stop_signal=signal.SIGTERM, stop_timeout_s=60.0,
-                                metrics="stream-*.json")),
+        (opts.stream, Component("stream", ("stream", "all", *opts.stream_args), stop_signal=signal.SIGTERM,
+                                stop_timeout_s=60.0, metrics="stream-*.json")),
         (opts.dashboard, Component(
             "dashboard", ("dashboard", "--host", host, "--port", str(opts.dashboard_port)),
             ready=lambda: accepts_connections(host, opts.dashboard_port),

@@ -63,8 +63,8 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
     session_partitions = spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200")
     spark.conf.set("spark.sql.shuffle.partitions", str(job.shuffle_partitions or session_partitions))
-    # A local checkpoint through the FileSystem API: FileContext forks `chmod` for each file it creates and `readlink`
-    # for each rename (~0.2-0.4 s of every micro-batch's commits here: docs/BENCHMARKS.md). Not for HDFS, where
+    # A local checkpoint through the FileSystem API: without Hadoop's native library, FileContext's rename forks a
+    # `readlink` per file (~0.2-0.4 s of every micro-batch's commits here: docs/BENCHMARKS.md). Not for HDFS, where
     # FileContext's atomic rename is the point; an ARB_SPARK_CONF choice wins.
     if CHECKPOINT_MANAGER not in config.spark.extra:
         if sinks.is_local(config.checkpoint(name)):
