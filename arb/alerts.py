@@ -51,7 +51,8 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _dec_str(value: Any) -> str | None:
+def plain_decimal(value: Any) -> str | None:
+    """A money figure (Decimal, or an exact decimal string) in its shortest plain form: 12.5, not 12.500000."""
     if value is None:
         return None
     return format(Decimal(str(value)).normalize(), "f")
@@ -65,8 +66,8 @@ def window_alert(row: Mapping[str, Any], emitted_ts: Any = None) -> dict[str, An
     net = row.get("net_bps", row.get("peak_net_bps"))
     return {
         "v": 1, "type": "arb_window", "event": row["event"], "window_id": row["window_id"], "pair": row["pair"],
-        "direction": row["direction"], "net_bps": _dec_str(net), "peak_net_bps": _dec_str(row.get("peak_net_bps")),
-        "size": _dec_str(row.get("size_at_peak")), "est_profit": _dec_str(row.get("profit_at_peak")),
+        "direction": row["direction"], "net_bps": plain_decimal(net), "peak_net_bps": plain_decimal(row.get("peak_net_bps")),
+        "size": plain_decimal(row.get("size_at_peak")), "est_profit": plain_decimal(row.get("profit_at_peak")),
         "start_ts": _iso(row.get("start_ts")), "end_ts": _iso(row.get("end_ts")),
         "duration_ms": row.get("duration_ms"), "ticks": row.get("ticks"), "close_reason": row.get("close_reason"),
         "emitted_ts": _iso(emitted_ts if emitted_ts is not None else row.get("emitted_ts")),

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from arb.alerts import plain_decimal
 from arb.logs import log_event
 from streaming import hotpath, transforms
 from streaming.config import StreamingConfig
@@ -157,21 +157,13 @@ def _iso(ts_us: int | None) -> str | None:
     return datetime.fromtimestamp(ts_us / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _text(value: Any) -> str | None:
-    """A money figure (Decimal, or the processor's exact decimal string) in its shortest plain form: 12.5, not
-    12.500000."""
-    if value is None:
-        return None
-    return format(Decimal(str(value)).normalize(), "f")
-
-
 def alert_line(row: dict, emitted_us: int) -> dict:
     """A gold window event -> the alert JSON object of docs/DATA_MODEL.md."""
     return {
         "v": 1, "type": "arb_window", "event": row["event"], "window_id": row["window_id"], "pair": row["pair"],
-        "direction": row["direction"], "net_bps": _text(row["peak_net_bps"]),
-        "peak_net_bps": _text(row["peak_net_bps"]), "mean_net_bps": _text(row["mean_net_bps"]),
-        "size": _text(row["size_at_peak"]), "est_profit": _text(row["profit_at_peak"]),
+        "direction": row["direction"], "net_bps": plain_decimal(row["peak_net_bps"]),
+        "peak_net_bps": plain_decimal(row["peak_net_bps"]), "mean_net_bps": plain_decimal(row["mean_net_bps"]),
+        "size": plain_decimal(row["size_at_peak"]), "est_profit": plain_decimal(row["profit_at_peak"]),
         "start_ts": _iso(row["start_ts_us"]), "end_ts": _iso(row["end_ts_us"]), "duration_ms": row["duration_ms"],
         "ticks": row["ticks"], "close_reason": row["close_reason"], "emitted_ts": _iso(emitted_us),
     }
