@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import time
 from typing import Any
@@ -91,12 +90,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from arb.logs import setup_logging
 
     setup_logging("WARNING")
-    result = measure(args, settings)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>16}: {value}")
+    from streaming.bench import print_result
+
+    print_result(measure(args, settings), args.json)
     return 0
 
 

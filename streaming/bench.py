@@ -193,12 +193,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     setup_logging("WARNING")
     result = compare_state_stores(args, settings) if args.compare_state_stores else measure(args, settings)
-    if args.json:
+    print_result(result, args.json)
+    return 0
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """A bench's figures: one JSON object, or a key per line."""
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
-    return 0
 
 
 def bench_environ() -> dict[str, str]:
