@@ -39,6 +39,11 @@ class SparkConfig:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+# The most Kafka records a lake job (bronze, silver) reads per micro-batch: a catch-up after downtime comes in slices
+# this big, each collected into the driver's memory in Arrow when the lake is local (streaming.sinks.LakeSink).
+LAKE_BATCH_RECORDS = 500_000
+
+
 @dataclass(frozen=True, slots=True)
 class JobConfig:
     """Per-query knobs: trigger interval ("0 seconds" = run batches back to back), state store, and the number of
@@ -80,8 +85,11 @@ class StreamingConfig:
     hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
     # The lake jobs run fewer, larger batches: each batch has fixed costs, and on a small machine every second they
     # spend is taken from the hot path (docs/BENCHMARKS.md "Pipeline"). RocksDB: faster than hdfs for the dedupe here.
-    silver: JobConfig = JobConfig(trigger="5 seconds", state_store="rocksdb")
-    bronze: JobConfig = JobConfig(trigger="10 seconds", state_store="rocksdb")  # stateless
+    # A batch is at most LAKE_BATCH_RECORDS records: a local lake's batch is collected into the driver (delta-rs).
+    silver: JobConfig = JobConfig(trigger="5 seconds", state_store="rocksdb",
+                                  max_offsets_per_trigger=LAKE_BATCH_RECORDS)
+    bronze: JobConfig = JobConfig(trigger="10 seconds", state_store="rocksdb",  # stateless
+                                  max_offsets_per_trigger=LAKE_BATCH_RECORDS)
     starting_offsets: str = "earliest"
     # A timestamp more than this far ahead of the receive time, or this far behind it, is rejected to dead letter.
     max_future_ms: int = 5_000

@@ -89,7 +89,7 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
 def start_bronze(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.bronze)
     return _start(spark, config, "bronze", config.bronze, transforms.bronze(records),
-                  lambda qid: sinks.BronzeSink(config, qid), available_now)
+                  lambda qid: sinks.bronze_sink(config, qid), available_now)
 
 
 def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
@@ -102,7 +102,7 @@ def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
 def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.silver)
     return _start(spark, config, "silver", config.silver, silver_frame(config, records),
-                  lambda qid: sinks.SilverSink(config, qid), available_now)
+                  lambda qid: sinks.silver_sink(config, qid), available_now)
 
 
 def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:

@@ -40,24 +40,69 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-# A micro-batch of more rows than this (a catch-up after downtime) is written by Spark's tasks, not collected into the
-# driver's memory.
-DRIVER_WRITE_ROWS = 500_000
+def split_arrow(frame: DataFrame, tables: dict[str, transforms.TableRows],
+                schemas: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Several tables of one micro-batch in one Spark job: name -> Arrow table, as `rows.of(frame).toArrow()` each.
+
+    Each row is tagged with the first table whose condition it meets (the tables' conditions are exclusive: every
+    row feeds at most one), and carries that table's columns only (the others null, so a dead letter's raw text is
+    not copied into every row). `schemas` caches each table's Arrow schema (types and nullability as Spark's own
+    `toArrow` gives them) across micro-batches: the frame's schema does not change.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    names = list(tables)
+    tag = F.when(tables[names[0]].where, F.lit(0))
+    for index, name in enumerate(names[1:], start=1):
+        tag = tag.when(tables[name].where, F.lit(index))
+    tagged = frame.select("*", tag.alias("_table"))
+    columns = [F.when(F.col("_table") == index, column).alias(f"_{index}_{column_name}")
+               for index, name in enumerate(names) for column_name, column in tables[name].columns.items()]
+    collected = tagged.select("_table", *columns).toArrow()
+    schemas = {} if schemas is None else schemas
+    out = {}
+    for index, name in enumerate(names):
+        rows = tables[name]
+        if name not in schemas:
+            schemas[name] = to_arrow_schema(rows.of(frame).schema, error_on_duplicated_field_names_in_struct=True,
+                                            timezone="UTC")
+        part = collected.filter(pc.equal(collected["_table"], index))
+        part = part.select([f"_{index}_{column_name}" for column_name in rows.columns])
+        out[name] = part.rename_columns(list(rows.columns)).cast(schemas[name])
+    return out
 
 
-def append_frame(df: DataFrame, path: str, app_id: str, batch_id: int, batch_rows: int,
-                 partition_by: Iterable[str] = ("date",)) -> None:
-    """Append a Spark frame once per (app_id, batch_id): into a local lake with delta-rs from the driver (one Arrow
-    collect) unless the micro-batch has more than DRIVER_WRITE_ROWS rows, else (and into a Hadoop lake, s3a://...)
-    with Spark's Delta writer. Both record the same Delta transaction (app id, version), so they mix safely."""
-    if is_local(path) and batch_rows <= DRIVER_WRITE_ROWS:
-        append_arrow(df.toArrow(), path, app_id, batch_id, list(partition_by))
-    else:
-        write_delta(df, path, app_id, batch_id, partition_by)
+class LakeSink:
+    """One micro-batch -> several Delta tables of the lake, each committed once per (query, table, batch id).
+
+    A local lake: one Spark job collects every table's rows in Arrow (`split_arrow`) and delta-rs commits them from
+    the driver. A Hadoop lake (s3a://...): Spark's Delta writer, one write per table over the cached batch.
+    """
+
+    def __init__(self, config: StreamingConfig, query_id: QueryId,
+                 tables: Callable[[], dict[str, transforms.TableRows]]) -> None:
+        self.config = config
+        self.query_id = query_id
+        self.tables = tables  # built per batch: Spark columns need the session
+        self.schemas: dict[str, Any] = {}
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        tables = self.tables()
+        query = self.query_id.get()
+        if is_local(self.config.lake):
+            for name, table in split_arrow(batch, tables, self.schemas).items():
+                append_arrow(table, self.config.table(name), f"{query}/{name}", batch_id, ["date"])
+            return
+        batch.persist()
+        try:
+            for name, rows in tables.items():
+                write_delta(rows.of(batch), self.config.table(name), f"{query}/{name}", batch_id)
+        finally:
+            batch.unpersist()
 
 
 def append_table(spark: Any, table: Any, path: str, app_id: str, batch_id: int) -> None:
-    """`append_frame` for rows already in Arrow in the driver (partitioned by `date`)."""
+    """Rows already in Arrow in the driver -> the table at `path` (partitioned by `date`), once per batch id."""
     if is_local(path):
         append_arrow(table, path, app_id, batch_id, ["date"])
     else:
@@ -105,50 +150,20 @@ class QueryId:
         return self._id
 
 
-class BronzeSink:
+def bronze_sink(config: StreamingConfig, query_id: QueryId) -> LakeSink:
     """Kafka records -> bronze/coinbase, bronze/binance, bronze/feed_status (by topic)."""
-
-    def __init__(self, config: StreamingConfig, query_id: QueryId) -> None:
-        self.config = config
-        self.query_id = query_id
-
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        topics = self.config.topics
-        batch.persist()
-        try:
-            rows = batch.count()
-            for table, names in (
-                ("bronze/coinbase", [topics.quotes("coinbase"), topics.trades("coinbase")]),
-                ("bronze/binance", [topics.quotes("binance"), topics.trades("binance")]),
-                ("bronze/feed_status", [topics.feed_status]),
-            ):
-                part = batch.where(F.col("topic").isin(names))
-                append_frame(part, self.config.table(table), f"{self.query_id.get()}/{table}", batch_id, rows)
-        finally:
-            batch.unpersist()
+    topics = config.topics
+    by_table = {
+        "bronze/coinbase": [topics.quotes("coinbase"), topics.trades("coinbase")],
+        "bronze/binance": [topics.quotes("binance"), topics.trades("binance")],
+        "bronze/feed_status": [topics.feed_status],
+    }
+    return LakeSink(config, query_id, lambda: transforms.bronze_tables(by_table))
 
 
-class SilverSink:
+def silver_sink(config: StreamingConfig, query_id: QueryId) -> LakeSink:
     """Parsed, deduplicated events -> silver quotes, trades, feed status and dead letter."""
-
-    def __init__(self, config: StreamingConfig, query_id: QueryId) -> None:
-        self.config = config
-        self.query_id = query_id
-
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        batch.persist()
-        try:
-            rows = batch.count()
-            for table, transform in (
-                ("silver/quotes", transforms.silver_quotes),
-                ("silver/trades", transforms.silver_trades),
-                ("silver/feed_status", transforms.silver_feed_status),
-                ("silver/dead_letter", transforms.dead_letter),
-            ):
-                append_frame(transform(batch), self.config.table(table), f"{self.query_id.get()}/{table}", batch_id,
-                             rows)
-        finally:
-            batch.unpersist()
+    return LakeSink(config, query_id, transforms.silver_tables)
 
 
 def _iso(ts_us: int | None) -> str | None:

@@ -12,6 +12,8 @@ A Kafka value is the wire form of `arbitrage.events`:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -74,6 +76,15 @@ def bronze(records: DataFrame) -> DataFrame:
         F.current_timestamp().alias("ingest_ts"),
         F.to_date("kafka_ts").alias("date"),
     )
+
+
+def bronze_tables(topics_by_table: dict[str, list[str]]) -> dict[str, "TableRows"]:
+    """Bronze records -> one table per exchange (and feed status), by the topic they came from."""
+    return {table: TableRows(F.col("topic").isin(topics), _columns(*BRONZE_COLUMNS))
+            for table, topics in topics_by_table.items()}
+
+
+BRONZE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "ingest_ts", "date")
 
 
 def _micros(name: str) -> Column:
@@ -186,45 +197,80 @@ def dedupe_key(events: DataFrame) -> DataFrame:
     )
 
 
-def _time_parts(ts: Column) -> list[Column]:
-    return [F.year(ts).alias("year"), F.month(ts).alias("month"), F.dayofmonth(ts).alias("day"),
-            F.hour(ts).alias("hour"), F.to_date(ts).alias("date")]
+@dataclass(frozen=True)
+class TableRows:
+    """The rows of a frame one table takes (`where`) and the columns it makes of them (name -> expression).
+
+    A sink feeding several tables from one micro-batch collects them all in one Spark job (`streaming.sinks.
+    split_arrow`); `of` is the same table as a frame of its own.
+    """
+
+    where: Column
+    columns: dict[str, Column]
+
+    def of(self, frame: DataFrame) -> DataFrame:
+        return frame.where(self.where).select(*(column.alias(name) for name, column in self.columns.items()))
+
+
+def _columns(*names: str) -> dict[str, Column]:
+    return {name: F.col(name) for name in names}
+
+
+def _time_parts(ts: Column) -> dict[str, Column]:
+    return {"year": F.year(ts), "month": F.month(ts), "day": F.dayofmonth(ts), "hour": F.hour(ts),
+            "date": F.to_date(ts)}
+
+
+def silver_quotes_rows() -> TableRows:
+    """Valid quotes in the silver/quotes schema (docs/DATA_MODEL.md)."""
+    return TableRows((F.col("kind") == "quote") & F.col("reason").isNull(), {
+        **_columns("exchange", "symbol", "venue_symbol", "bid", "bid_size", "ask", "ask_size", "ts_event", "ts_recv",
+                   "event_ts", "seq", "is_crossed", "topic", "partition", "offset"),
+        **_time_parts(F.col("event_ts")),
+    })
+
+
+def silver_trades_rows() -> TableRows:
+    """Valid trades in the silver/trades schema."""
+    return TableRows((F.col("kind") == "trade") & F.col("reason").isNull(), {
+        **_columns("exchange", "symbol", "venue_symbol", "price", "size", "side", "trade_id", "ts_event", "ts_recv",
+                   "event_ts", "seq", "topic", "partition", "offset"),
+        **_time_parts(F.col("event_ts")),
+    })
+
+
+def silver_feed_status_rows() -> TableRows:
+    """Valid feed-status events in the silver/feed_status schema."""
+    return TableRows((F.col("kind") == "status") & F.col("reason").isNull(), {
+        **_columns("exchange", "symbol", "state", "detail", "ts_recv"), "date": F.to_date("ts_recv"),
+    })
+
+
+def dead_letter_rows() -> TableRows:
+    """Every rejected record: where it came from, its raw text and why."""
+    return TableRows(F.col("reason").isNotNull(), {
+        "source": F.col("topic"), **_columns("topic", "partition", "offset"), "raw": F.col("value"),
+        "reason": F.col("reason"), "ingest_ts": F.current_timestamp(), "date": F.to_date("kafka_ts"),
+    })
+
+
+def silver_tables() -> dict[str, TableRows]:
+    """Parsed, deduplicated events -> the four silver tables; every event lands in exactly one of them."""
+    return {"silver/quotes": silver_quotes_rows(), "silver/trades": silver_trades_rows(),
+            "silver/feed_status": silver_feed_status_rows(), "silver/dead_letter": dead_letter_rows()}
 
 
 def silver_quotes(events: DataFrame) -> DataFrame:
-    """Valid quotes in the silver/quotes schema (docs/DATA_MODEL.md)."""
-    valid = events.where((F.col("kind") == "quote") & F.col("reason").isNull())
-    return valid.select(
-        "exchange", "symbol", "venue_symbol", "bid", "bid_size", "ask", "ask_size",
-        "ts_event", "ts_recv", "event_ts", "seq", "is_crossed", "topic", "partition", "offset",
-        *_time_parts(F.col("event_ts")),
-    )
+    return silver_quotes_rows().of(events)
 
 
 def silver_trades(events: DataFrame) -> DataFrame:
-    """Valid trades in the silver/trades schema."""
-    valid = events.where((F.col("kind") == "trade") & F.col("reason").isNull())
-    return valid.select(
-        "exchange", "symbol", "venue_symbol", "price", "size", "side", "trade_id",
-        "ts_event", "ts_recv", "event_ts", "seq", "topic", "partition", "offset",
-        *_time_parts(F.col("event_ts")),
-    )
+    return silver_trades_rows().of(events)
 
 
 def silver_feed_status(events: DataFrame) -> DataFrame:
-    """Valid feed-status events in the silver/feed_status schema."""
-    valid = events.where((F.col("kind") == "status") & F.col("reason").isNull())
-    return valid.select(
-        "exchange", "symbol", "state", "detail", "ts_recv", F.to_date("ts_recv").alias("date"),
-    )
+    return silver_feed_status_rows().of(events)
 
 
 def dead_letter(events: DataFrame) -> DataFrame:
-    """Every rejected record: where it came from, its raw text and why."""
-    rejected = events.where(F.col("reason").isNotNull())
-    return rejected.select(
-        F.col("topic").alias("source"), "topic", "partition", "offset",
-        F.col("value").alias("raw"), "reason",
-        F.current_timestamp().alias("ingest_ts"),
-        F.to_date("kafka_ts").alias("date"),
-    )
+    return dead_letter_rows().of(events)

@@ -208,23 +208,56 @@ def test_a_hadoop_lake_gets_through_spark_what_a_local_one_gets_through_delta_rs
     assert by_spark.schema.field("cb_bn_profit").type == by_rs.schema.field("cb_bn_profit").type
 
 
-def test_a_catch_up_batch_too_big_for_the_driver_goes_through_spark_and_mixes_with_delta_rs_commits(spark, tmp_path,
-                                                                                                   monkeypatch):
-    """Batches above DRIVER_WRITE_ROWS are written by Spark's tasks into the same table, each commit once."""
+def _silver_events(spark):
+    return parse(spark, [
+        ("coinbase.quotes", quote_json(bid="100.7", ask="100.6")),
+        ("binance.quotes", quote_json()),  # a Coinbase quote on the Binance topic: dead letter
+        ("coinbase.trades", '{"v":1,"type":"trade","exchange":"coinbase","symbol":"BTC/USD","venue_symbol":"X",'
+                            f'"price":"100.5","size":"0.1","side":"buy","trade_id":"7","ts_recv_us":{T0}}}'),
+        ("feed.status", '{"v":1,"type":"status","exchange":"binance","state":"gap","detail":"x","ts_recv_us":'
+                        f'{T0}}}'),
+        ("coinbase.quotes", quote_json(seq=6)),
+    ])
+
+
+def test_split_arrow_collects_each_table_as_its_own_frame_would_in_one_job(spark):
+    """One collect for the four silver tables equals four `toArrow()`s: rows, order, types and nullability."""
+    from streaming import sinks, transforms
+
+    frame = _silver_events(spark)
+    tables = transforms.silver_tables()
+    schemas: dict = {}
+    split = sinks.split_arrow(frame, tables, schemas)
+    assert list(split) == list(tables)
+    for name, rows in tables.items():
+        alone = rows.of(frame).toArrow()
+        assert split[name].schema == alone.schema, name
+        got, want = split[name].to_pylist(), alone.to_pylist()
+        if name == "silver/dead_letter":  # ingest_ts is the clock of each collect
+            got, want = ([{k: v for k, v in r.items() if k != "ingest_ts"} for r in t] for t in (got, want))
+        assert got == want, name
+    assert [split[name].num_rows for name in tables] == [2, 1, 1, 1]
+    assert sinks.split_arrow(frame, tables, schemas)["silver/quotes"].schema == split["silver/quotes"].schema
+
+
+def test_the_lake_sink_commits_each_table_once_per_batch_and_skips_a_replay(spark, tmp_path):
     from deltalake import DeltaTable
 
-    from streaming import sinks
+    from arb.settings import Topics
+    from streaming import sinks, transforms
+    from streaming.config import StreamingConfig
 
-    monkeypatch.setattr(sinks, "DRIVER_WRITE_ROWS", 2)
-    path = str(tmp_path / "t")
-    small = spark.createDataFrame([(1, date(2026, 11, 22))], "n long, date date")
-    big = spark.createDataFrame([(n, date(2026, 11, 22)) for n in (2, 3, 4)], "n long, date date")
-
-    sinks.append_frame(small, path, "q/t", 0, batch_rows=1)  # delta-rs
-    sinks.append_frame(big, path, "q/t", 1, batch_rows=3)  # Spark
-    sinks.append_frame(big, path, "q/t", 1, batch_rows=3)  # a replay after a crash: skipped
-    sinks.append_frame(small, path, "q/t", 0, batch_rows=1)  # an older replay: skipped
-
-    table = DeltaTable(path)
-    assert sorted(table.to_pyarrow_table()["n"].to_pylist()) == [1, 2, 3, 4]
-    assert table.transaction_version("q/t") == 1
+    config = StreamingConfig(lake=str(tmp_path / "lake"), checkpoints=str(tmp_path / "cp"),
+                             alert_log=str(tmp_path / "alerts.jsonl"), metrics_dir=str(tmp_path / "m"),
+                             kafka_options={}, topics=Topics(), rules=RulesConfig())
+    query_id = sinks.QueryId()
+    query_id.set("q")
+    sink = sinks.silver_sink(config, query_id)
+    frame = _silver_events(spark)
+    sink(frame, 0)
+    sink(frame, 0)  # a replay after a crash: skipped
+    sink(frame.where("offset < 1"), 1)  # a batch with quotes only: the other tables get no empty commit
+    counts = {name: DeltaTable(config.table(name)).to_pyarrow_table().num_rows for name in transforms.silver_tables()}
+    assert counts == {"silver/quotes": 3, "silver/trades": 1, "silver/feed_status": 1, "silver/dead_letter": 1}
+    assert DeltaTable(config.table("silver/quotes")).transaction_version("q/silver/quotes") == 1
+    assert DeltaTable(config.table("silver/trades")).transaction_version("q/silver/trades") == 0
