@@ -58,6 +58,9 @@ def register_bench(subparsers: Any) -> None:
                         help="emulator -> producers -> Kafka (default), or direct: publish wire events to Kafka")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--jobs", default="bronze,silver,hotpath", help="queries to run (comma-separated)")
+    parser.add_argument("--lake-nice", type=int, default=None, metavar="N",
+                        help="run the queries other than the hot path in a second `arb stream` process at nice N "
+                        "(as `arb up` does); default: all in the bench's Spark application")
     parser.add_argument("--silver-state-store", choices=("hdfs", "rocksdb"), default=None)
     parser.add_argument("--watermark-ms", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
@@ -493,6 +496,40 @@ class Chain:
                 process.wait(5)
 
 
+class LakeProcess:
+    """The lake queries in their own `arb stream` process (own Spark application) at a lower CPU priority."""
+
+    def __init__(self, settings: Settings, jobs: list[str], nice: int, logs: Path) -> None:
+        import subprocess
+
+        from arb.kafka import set_parent_death_signal
+
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log = logs / "stream-lake.log"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "arb.cli", "stream", ",".join(jobs), "--nice", str(nice)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env(settings),
+                start_new_session=True, preexec_fn=set_parent_death_signal)
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"the lake process exited with {self.process.returncode}: {' | '.join(tail)[:500]}")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
 def is_caught_up(batch_ms: list[int], lag: int, rate: float) -> bool:
     """Whether the warm-up is over: the hot path's Kafka lag is at most one batch (+ 2 s) of input, and its batches
     are fast (< 5 s) or, on a busy machine, steady: the last of at least 3 is no slower than 1.5x the one before."""
@@ -520,6 +557,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     chain: Chain | None = None
     lag: BrokerLag | None = None
     queries: list[Any] = []
+    lake: LakeProcess | None = None
     try:
         ensure_topics(bench_settings)
         config = from_settings(bench_settings, environ=bench_environ())
@@ -540,7 +578,13 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             opened.extend({**line, "_seen_us": now_us} for line in lines if line["event"] == "OPEN")
             detection.on_alerts(lines)
 
-        for job in args.jobs.split(","):
+        hot_jobs = args.jobs.split(",")
+        if args.lake_nice is not None:
+            lake_jobs = [job for job in hot_jobs if job != "hotpath"]
+            hot_jobs = [job for job in hot_jobs if job == "hotpath"]
+            if lake_jobs:
+                lake = LakeProcess(bench_settings, lake_jobs, args.lake_nice, tmp / "logs")
+        for job in hot_jobs:
             kwargs = {"on_alerts": on_alerts, "kafka_client": client} if job == "hotpath" else {}
             queries.append(jobs.start(spark, config, job, **kwargs))
 
@@ -550,6 +594,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 raise RuntimeError(f"query {failed[0].name} failed: {str(failed[0].exception())[:500]}")
             if chain is not None:
                 chain.check()
+            if lake is not None:
+                lake.check()
 
         # Warm-up: market traffic without (counted) windows until the first slow batches are behind us ...
         rules = config.rules
@@ -681,6 +727,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     finally:
         if chain is not None:
             chain.stop()
+        if lake is not None:
+            lake.stop()
         if lag is not None:
             lag.close()
         for query in queries:

@@ -1,7 +1,9 @@
-"""`arb stream bronze|silver|spreads|gold|all [--available-now] [--master URL] [rules flags]`.
+"""`arb stream JOB[,JOB...] [--available-now] [--master URL] [--nice N] [rules flags]`.
 
-`spreads` and `gold` both run the hot-path query (spreads, windows and alerts come out of one operator, see
-streaming/hotpath.py); `all` runs bronze, silver and the hot path side by side in one Spark application.
+Jobs: bronze, silver, analytics, and hotpath (also called `spreads` and `gold`: spreads, windows and alerts come out
+of one operator, see streaming/hotpath.py); `lake` is bronze + silver + analytics, `all` is the lake and the hot
+path side by side in one Spark application. `arb up` runs the hot path and the lake as two applications, the lake at
+a lower CPU priority (`--nice`), so the lake's larger batches do not delay alerts.
 Long-running by default; `--available-now` processes what Kafka holds and exits. A restart resumes from the
 checkpoints under `data/checkpoints/<job>`. The rules (docs/RULES.md) default to `RulesConfig()`; `--threshold-bps`,
 `--staleness-ms`, `--pairs` and `--fees` override them.
@@ -13,6 +15,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -26,11 +29,23 @@ from arbitrage.rules import RulesConfig
 TARGETS = {
     "bronze": ("bronze",),
     "silver": ("silver",),
+    "hotpath": ("hotpath",),
     "spreads": ("hotpath",),
     "gold": ("hotpath",),
     "analytics": ("analytics",),  # market analytics: three queries, streaming/analytics.py
+    "lake": ("bronze", "silver", "analytics"),
     "all": ("bronze", "silver", "hotpath", "analytics"),
 }
+
+
+def job_list(text: str) -> tuple[str, ...]:
+    """`silver,hotpath` -> the queries to start, in TARGETS order of first mention, each once."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in TARGETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown job {', '.join(unknown) or repr(text)} (choose from {', '.join(sorted(TARGETS))})")
+    return tuple(dict.fromkeys(job for name in names for job in TARGETS[name]))
 
 log = logging.getLogger("streaming")
 
@@ -60,6 +75,21 @@ def wait_for_queries(spark: Any, queries: list[Any], available_now: bool, stop_r
                 return
         except StreamingQueryException:
             return
+
+
+def lower_priority(nice: int) -> None:
+    """Nice this process by `nice`, before the JVM starts: it and its Python workers inherit the priority.
+
+    With the kernel's autogroup scheduling (Linux's default on desktops and many servers) a nice value only orders
+    threads within one session's group, and sessions share the CPU equally; so the group's own nice value is set too
+    (`/proc/self/autogroup`, which any user may raise), when there is one.
+    """
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroup scheduling here: the process's nice value is all there is
 
 
 def pair_list(text: str) -> tuple[Pair, ...]:
@@ -146,11 +176,14 @@ def register(subparsers: Any) -> None:
         "stream", help="Spark Structured Streaming jobs: Kafka -> bronze / silver / spreads / gold (Delta) + alerts",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    parser.add_argument("job", choices=sorted(TARGETS), help="which job(s) to run")
+    parser.add_argument("job", type=job_list, metavar="JOB[,JOB...]",
+                        help=f"which job(s) to run: {', '.join(sorted(TARGETS))}")
     parser.add_argument("--available-now", action="store_true",
                         help="process what Kafka holds now, then exit (catch-up, tests)")
     parser.add_argument("--master", default=None,
                         help="Spark master URL (default: ARB_SPARK_MASTER or local[*])")
+    parser.add_argument("--nice", type=non_negative_int, default=0, metavar="N",
+                        help="lower this process's CPU priority by N (inherited by its Spark JVM and Python workers)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     add_rules_arguments(parser)
     parser.set_defaults(handler=run)
@@ -167,6 +200,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streaming.session import create_session
 
     config = build_config(args, settings)
+    if args.nice:
+        lower_priority(args.nice)
     log_event(log, "rules", threshold_bps=config.rules.threshold_bps, staleness_ms=config.rules.staleness_ms,
               pairs=",".join(config.rules.pair_names), fees=f"coinbase={config.rules.fees.coinbase},"
               f"binance={config.rules.fees.binance}")
@@ -176,7 +211,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     queries = []
     restart: dict[str, Any] = {}  # query name -> how to start it again (our jobs; analytics owns its queries)
-    for job in TARGETS[args.job]:
+    for job in args.job:
         if job == "analytics":
             from streaming import analytics
 

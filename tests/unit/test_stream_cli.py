@@ -1,5 +1,6 @@
 """`arb stream` rules flags: exact values parsed, bad ones exit 2 with one line, and they reach the config."""
 
+import os
 from decimal import Decimal
 
 import pytest
@@ -71,3 +72,39 @@ def test_a_bad_rules_flag_exits_2_with_one_line(flags, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("arb stream: error: argument " + flags[0])
+
+
+@pytest.mark.parametrize(("text", "jobs"), [
+    ("all", ("bronze", "silver", "hotpath", "analytics")),
+    ("lake", ("bronze", "silver", "analytics")),
+    ("gold", ("hotpath",)),
+    ("silver,spreads,gold", ("silver", "hotpath")),
+    (" bronze , lake ", ("bronze", "silver", "analytics")),
+])
+def test_jobs_are_a_comma_list_of_targets_each_query_once(text, jobs):
+    assert build_parser().parse_args(["stream", text]).job == jobs
+
+
+@pytest.mark.parametrize("argv", [["stream", "silver,bogus"], ["stream", ","], ["stream", "all", "--nice", "-1"]])
+def test_an_unknown_job_or_a_negative_nice_exits_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("arb stream: error: argument")
+
+
+def test_lower_priority_nices_the_process_and_its_children():
+    import subprocess
+    import sys
+
+    code = ("import os, subprocess, sys; from streaming.cli import lower_priority; lower_priority(3); "
+            "print(os.getpriority(os.PRIO_PROCESS, 0)); sys.stdout.flush(); "
+            "subprocess.run([sys.executable, '-c', 'import os; print(os.getpriority(os.PRIO_PROCESS, 0))'])")
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    # Its own session, so that the autogroup it nices is its own, not the test run's.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout.split()
+
+    assert out == [str(before + 3)] * 2
