@@ -10,6 +10,11 @@ bronze, silver and the hot path (as `arb stream all`). The market, `--source`:
 - `direct`: a synthetic market (streaming.synthetic) published in real time straight to the quote topics (no
   WebSocket, no producer: the emulator's socket throughput, ~3-8k frames/s per client here, caps `emulator`).
 
+Measured after a warm-up (`--warmup`, 120 s by default, and until the hot path has caught up): in a JVM's first
+minutes the JIT compiler takes up to half a core and batches run twice as long (docs/BENCHMARKS.md), which is not
+the steady state of a long-running service. `--lake-nice N` runs the queries other than the hot path in a second,
+niced `arb stream` process instead of the bench's own Spark application.
+
 Reported:
 
 - detection latency: alert line written minus the send time of the window's opening tick (emulator: its ground
@@ -39,6 +44,7 @@ from typing import Any
 
 from arb.argtypes import positive_float
 from arb.settings import Settings
+from streaming.cli import job_list
 
 
 SOURCES = ("emulator", "direct")
@@ -53,11 +59,14 @@ def register_bench(subparsers: Any) -> None:
     parser = subparsers.add_parser("pipeline", help="streaming chain: detection latency, silver latency, throughput")
     parser.add_argument("--rate", type=positive_float, default=2000, help="quotes per second across both exchanges")
     parser.add_argument("--duration", type=positive_float, default=60, help="measured seconds (after warm-up)")
-    parser.add_argument("--warmup", type=positive_float, default=30, help="seconds of traffic before measuring")
+    parser.add_argument("--warmup", type=positive_float, default=120,
+                        help="seconds of traffic before measuring (default 120: a JVM's first ~2 minutes are JIT "
+                        "compilation, docs/BENCHMARKS.md)")
     parser.add_argument("--source", choices=SOURCES, default="emulator",
                         help="emulator -> producers -> Kafka (default), or direct: publish wire events to Kafka")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--jobs", default="bronze,silver,hotpath", help="queries to run (comma-separated)")
+    parser.add_argument("--jobs", type=job_list, default="bronze,silver,hotpath", metavar="JOB[,JOB...]",
+                        help="queries to run, as `arb stream` names them (`all` adds the analytics queries)")
     parser.add_argument("--lake-nice", type=int, default=None, metavar="N",
                         help="run the queries other than the hot path in a second `arb stream` process at nice N "
                         "(as `arb up` does); default: all in the bench's Spark application")
@@ -578,13 +587,18 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             opened.extend({**line, "_seen_us": now_us} for line in lines if line["event"] == "OPEN")
             detection.on_alerts(lines)
 
-        hot_jobs = args.jobs.split(",")
+        hot_jobs = list(args.jobs)
         if args.lake_nice is not None:
             lake_jobs = [job for job in hot_jobs if job != "hotpath"]
             hot_jobs = [job for job in hot_jobs if job == "hotpath"]
             if lake_jobs:
                 lake = LakeProcess(bench_settings, lake_jobs, args.lake_nice, tmp / "logs")
         for job in hot_jobs:
+            if job == "analytics":  # its three queries, as `arb stream all` starts them
+                from streaming import analytics
+
+                queries += analytics.start_all(spark, config, analytics.alert_sinks(bench_settings))
+                continue
             kwargs = {"on_alerts": on_alerts, "kafka_client": client} if job == "hotpath" else {}
             queries.append(jobs.start(spark, config, job, **kwargs))
 
@@ -779,6 +793,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
         "detection_from_event_time_p99_ms": from_event["detection_p99_ms"],
         "silver_p50_ms": _pct(silver_samples, 50),
         "silver_p99_ms": _pct(silver_samples, 99),
+        "silver_files": len(silver_samples),  # 0: no silver batch landed in the measured period (the lake lags)
         "quotes_per_s": round(rows / span_s, 1) if span_s else None,
         **lag_trend([(t - lag_samples[0][0], lag, end) for t, lag, end in lag_samples]),
         "batches": len(hot),

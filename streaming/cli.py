@@ -2,8 +2,8 @@
 
 Jobs: bronze, silver, analytics, and hotpath (also called `spreads` and `gold`: spreads, windows and alerts come out
 of one operator, see streaming/hotpath.py); `lake` is bronze + silver + analytics, `all` is the lake and the hot
-path side by side in one Spark application. `arb up` runs the hot path and the lake as two applications, the lake at
-a lower CPU priority (`--nice`), so the lake's larger batches do not delay alerts.
+path side by side in one Spark application (what `arb up` runs). `arb stream hotpath` and `arb stream lake --nice 10`
+run them as two applications instead, the lake at a lower CPU priority (docs/BENCHMARKS.md, "Pipeline").
 Long-running by default; `--available-now` processes what Kafka holds and exits. A restart resumes from the
 checkpoints under `data/checkpoints/<job>`. The rules (docs/RULES.md) default to `RulesConfig()`; `--threshold-bps`,
 `--staleness-ms`, `--pairs` and `--fees` override them.
