@@ -69,7 +69,7 @@ def register_bench(subparsers: Any) -> None:
                         help="queries to run, as `arb stream` names them (`all` adds the analytics queries)")
     parser.add_argument("--lake-nice", type=int, default=None, metavar="N",
                         help="run the queries other than the hot path in a second `arb stream` process at nice N "
-                        "(as `arb up` does); default: all in the bench's Spark application")
+                        "(default: all in the bench's Spark application, as `arb up` runs them)")
     parser.add_argument("--silver-state-store", choices=("hdfs", "rocksdb"), default=None)
     parser.add_argument("--watermark-ms", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")

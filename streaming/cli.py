@@ -39,13 +39,14 @@ TARGETS = {
 
 
 def job_list(text: str) -> tuple[str, ...]:
-    """`silver,hotpath` -> the queries to start, in TARGETS order of first mention, each once."""
+    """`silver,gold` -> the queries to start, in the order named, each once (`gold` and `spreads` are `hotpath`)."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in names if name not in TARGETS]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
             f"unknown job {', '.join(unknown) or repr(text)} (choose from {', '.join(sorted(TARGETS))})")
     return tuple(dict.fromkeys(job for name in names for job in TARGETS[name]))
+
 
 log = logging.getLogger("streaming")
 

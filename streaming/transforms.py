@@ -69,6 +69,9 @@ def kafka_records(raw: DataFrame) -> DataFrame:
     )
 
 
+BRONZE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "ingest_ts", "date")
+
+
 def bronze(records: DataFrame) -> DataFrame:
     """The record exactly as it arrived, with ingest time and a date partition (of the Kafka timestamp)."""
     return records.select(
@@ -76,15 +79,6 @@ def bronze(records: DataFrame) -> DataFrame:
         F.current_timestamp().alias("ingest_ts"),
         F.to_date("kafka_ts").alias("date"),
     )
-
-
-def bronze_tables(topics_by_table: dict[str, list[str]]) -> dict[str, "TableRows"]:
-    """Bronze records -> one table per exchange (and feed status), by the topic they came from."""
-    return {table: TableRows(F.col("topic").isin(topics), _columns(*BRONZE_COLUMNS))
-            for table, topics in topics_by_table.items()}
-
-
-BRONZE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "ingest_ts", "date")
 
 
 def _micros(name: str) -> Column:
@@ -214,6 +208,12 @@ class TableRows:
 
 def _columns(*names: str) -> dict[str, Column]:
     return {name: F.col(name) for name in names}
+
+
+def bronze_tables(topics_by_table: dict[str, list[str]]) -> dict[str, TableRows]:
+    """Bronze records -> one table per exchange (and feed status), by the topic they came from."""
+    return {table: TableRows(F.col("topic").isin(topics), _columns(*BRONZE_COLUMNS))
+            for table, topics in topics_by_table.items()}
 
 
 def _time_parts(ts: Column) -> dict[str, Column]:
