@@ -1,7 +1,8 @@
 """`arb bench pipeline --rate N --duration S [--json]`: the streaming chain under a synthetic market, measured.
 
 Embedded defaults: its own Kafka broker (free ports) and data dir in a temp dir, one local Spark application running
-bronze, silver and the hot path (as `arb stream all`). The market, `--source`:
+what `arb stream all` (and so `arb up`) runs: bronze, silver, the hot path and the three analytics queries (`--jobs`
+picks others, e.g. `bronze,silver,hotpath`, the default until 2026-12-02). The market, `--source`:
 
 - `emulator` (default): the whole chain. The exchange emulator (`arb emulate`, a child process) runs a copy of the
   `bench` scenario at N quotes/s across both venues with a window injected every 6 s, and the two real producers
@@ -65,8 +66,8 @@ def register_bench(subparsers: Any) -> None:
     parser.add_argument("--source", choices=SOURCES, default="emulator",
                         help="emulator -> producers -> Kafka (default), or direct: publish wire events to Kafka")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--jobs", type=job_list, default="bronze,silver,hotpath", metavar="JOB[,JOB...]",
-                        help="queries to run, as `arb stream` names them (`all` adds the analytics queries)")
+    parser.add_argument("--jobs", type=job_list, default="all", metavar="JOB[,JOB...]",
+                        help="queries to run, as `arb stream` names them (default: all, as `arb up` runs them)")
     parser.add_argument("--lake-nice", type=int, default=None, metavar="N",
                         help="run the queries other than the hot path in a second `arb stream` process at nice N "
                         "(default: all in the bench's Spark application, as `arb up` runs them)")
