@@ -66,8 +66,9 @@ def window_alert(row: Mapping[str, Any], emitted_ts: Any = None) -> dict[str, An
     net = row.get("net_bps", row.get("peak_net_bps"))
     return {
         "v": 1, "type": "arb_window", "event": row["event"], "window_id": row["window_id"], "pair": row["pair"],
-        "direction": row["direction"], "net_bps": plain_decimal(net), "peak_net_bps": plain_decimal(row.get("peak_net_bps")),
-        "size": plain_decimal(row.get("size_at_peak")), "est_profit": plain_decimal(row.get("profit_at_peak")),
+        "direction": row["direction"], "net_bps": plain_decimal(net),
+        "peak_net_bps": plain_decimal(row.get("peak_net_bps")), "size": plain_decimal(row.get("size_at_peak")),
+        "est_profit": plain_decimal(row.get("profit_at_peak")),
         "start_ts": _iso(row.get("start_ts")), "end_ts": _iso(row.get("end_ts")),
         "duration_ms": row.get("duration_ms"), "ticks": row.get("ticks"), "close_reason": row.get("close_reason"),
         "emitted_ts": _iso(emitted_ts if emitted_ts is not None else row.get("emitted_ts")),

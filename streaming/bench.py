@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import threading
@@ -427,19 +428,16 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class Chain:
-    """`arb emulate` and the two `arb produce` processes, started the way `arb up` starts them."""
+class Children:
+    """`arb ...` child processes that see the bench's settings, each logging to `<logs>/<name>.log`."""
 
-    def __init__(self, settings: Settings, scenario_file: Path, logs: Path) -> None:
+    def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings = settings
-        self.scenario_file = scenario_file
         self.logs = logs
-        self.truth_path = settings.run_dir / "emulator-truth.json"
-        self.metrics_path = settings.run_dir / "metrics" / "emulator.json"
-        self.ports = {"coinbase": _free_port(), "binance": _free_port()}
         self.processes: dict[str, Any] = {}
+        self.stopping: dict[str, tuple[int, float]] = {}  # name -> (stop signal, seconds before SIGKILL)
 
-    def _spawn(self, name: str, *argv: str) -> None:
+    def _spawn(self, name: str, *argv: str, stop_signal: int = signal.SIGINT, stop_timeout_s: float = 20.0) -> None:
         import subprocess
 
         from arb.kafka import set_parent_death_signal
@@ -450,6 +448,39 @@ class Chain:
                 [sys.executable, "-m", "arb.cli", *argv], stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, env=child_env(self.settings), start_new_session=True,
                 preexec_fn=set_parent_death_signal)
+        self.stopping[name] = (stop_signal, stop_timeout_s)
+
+    def check(self) -> None:
+        """Raise if a child has exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"{name} exited with {process.returncode}: {' | '.join(tail)[:500]}")
+
+    def stop(self) -> None:
+        """Signal the children, the last started first (producers before the emulator they read), then wait."""
+        import subprocess
+
+        for name in reversed(self.processes):
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(self.stopping[name][0])
+        for name, process in self.processes.items():
+            try:
+                process.wait(self.stopping[name][1])
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+class Chain(Children):
+    """`arb emulate` and the two `arb produce` processes, started the way `arb up` starts them."""
+
+    def __init__(self, settings: Settings, scenario_file: Path, logs: Path) -> None:
+        super().__init__(settings, logs)
+        self.scenario_file = scenario_file
+        self.truth_path = settings.run_dir / "emulator-truth.json"
+        self.metrics_path = settings.run_dir / "metrics" / "emulator.json"
+        self.ports = {"coinbase": _free_port(), "binance": _free_port()}
 
     def start(self, timeout_s: float = 60.0) -> None:
         from arb.supervisor import accepts_connections
@@ -469,13 +500,6 @@ class Chain:
             self._spawn(f"producer-{exchange}", "produce", "--exchange", exchange, "--url", f"ws://{host}:{port}",
                         "--markets", str(DEFAULT_SNAPSHOTS[exchange]))
 
-    def check(self) -> None:
-        """Raise if a child has exited."""
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                tail = (self.logs / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
-                raise RuntimeError(f"{name} exited with {process.returncode}: {' | '.join(tail)[:500]}")
-
     def truth(self) -> list[dict]:
         try:
             return json.loads(self.truth_path.read_text())["windows"]
@@ -490,54 +514,15 @@ class Chain:
             return None
         return sum(status.get("quotes", {}).values()), int(status["updated_us"])
 
-    def stop(self) -> None:
-        import signal
-        import subprocess
 
-        for name in sorted(self.processes, key=lambda n: n == "emulator"):  # producers first, they flush Kafka
-            process = self.processes[name]
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-class LakeProcess:
+class LakeProcess(Children):
     """The lake queries in their own `arb stream` process (own Spark application) at a lower CPU priority."""
 
     def __init__(self, settings: Settings, jobs: list[str], nice: int, logs: Path) -> None:
-        import subprocess
-
-        from arb.kafka import set_parent_death_signal
-
-        logs.mkdir(parents=True, exist_ok=True)
-        self.log = logs / "stream-lake.log"
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "arb.cli", "stream", ",".join(jobs), "--nice", str(nice)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env(settings),
-                start_new_session=True, preexec_fn=set_parent_death_signal)
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"the lake process exited with {self.process.returncode}: {' | '.join(tail)[:500]}")
-
-    def stop(self) -> None:
-        import signal
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        super().__init__(settings, logs)
+        # SIGTERM: `arb stream` stops its queries on it (as `arb up` stops it).
+        self._spawn("stream-lake", "stream", ",".join(jobs), "--nice", str(nice), stop_signal=signal.SIGTERM,
+                    stop_timeout_s=60.0)
 
 
 def is_caught_up(batch_ms: list[int], lag: int, rate: float) -> bool:
