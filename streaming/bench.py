@@ -745,6 +745,17 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def query_busy(progress: list[dict], span_s: float) -> dict[str, dict[str, Any]]:
+    """Per query over the measured period: micro-batches, their p50, and the share of the wall time it was running a
+    batch (`busy`: the queries of one application compete for the same cores, and this says which ones take them)."""
+    by_name: dict[str, list[int]] = {}
+    for p in progress:
+        by_name.setdefault(p.get("name") or "?", []).append(p["durationMs"].get("triggerExecution", 0))
+    return {name: {"batches": len(ms), "batch_p50_ms": _pct(ms, 50),
+                   "busy": round(sum(ms) / 1000 / span_s, 2) if span_s else None}
+            for name, ms in sorted(by_name.items())}
+
+
 def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_rss, parse_iso_us):
     hot = [p for p in progress if p.get("name") == "hotpath"]
     durations = [p["durationMs"].get("triggerExecution", 0) for p in hot if p.get("numInputRows")]
@@ -764,6 +775,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
     breakdown = {k: round(v / max(1, len(hot))) for k, v in sorted(breakdown.items())}
     latencies = matched["latencies_ms"]
     from_event = detection.summary()
+    per_query = query_busy(progress, span_s)
     silver_samples = silver.samples
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -786,6 +798,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
         "batch_p50_ms": _pct(durations, 50),
         "batch_p99_ms": _pct(durations, 99),
         "batch_mean_breakdown_ms": breakdown,
+        "queries": per_query,
         "silver_state_store": args.silver_state_store or "rocksdb",
         "silver_batch_p50_ms": _pct(silver_batches, 50),
         "silver_batch_p99_ms": _pct(silver_batches, 99),
