@@ -44,6 +44,10 @@ POOLS_XML = f"""<?xml version="1.0"?>
 """
 
 
+# Generated classes kept per JVM: the working set of all queries with room to spare (a static conf: set at start).
+CODEGEN_CACHE_ENTRIES = 1000
+
+
 def pools_file() -> str:
     """The allocation file, written once per content under the temp dir (the driver reads it at start)."""
     digest = hashlib.sha256(POOLS_XML.encode()).hexdigest()[:12]
@@ -74,6 +78,10 @@ def spark_conf(config: SparkConfig) -> dict[str, str]:
         # Delta's log replay otherwise runs 50 tasks per snapshot: seconds on 2 cores.
         "spark.databricks.delta.snapshotPartitions": str(max(1, partitions)),
         "spark.sql.adaptive.enabled": "false",  # AQE re-plans each micro-batch; nothing to gain on tiny batches
+        # Every micro-batch generates its code again and looks it up in this cache by source text. The default 100
+        # entries are fewer than the classes `arb stream all`'s queries cycle through, so each batch compiled them
+        # anew (Janino) and the JIT compiled those new classes again: ~0.3 core on 2 (docs/BENCHMARKS.md).
+        "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
