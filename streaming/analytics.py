@@ -56,7 +56,7 @@ from arbitrage.analytics import (
     premiums,
 )
 from streaming import jobs
-from streaming.config import STATE_STORES, JobConfig, StreamingConfig
+from streaming.config import JobConfig, StreamingConfig
 from streaming.metrics import ProgressListener
 from streaming.sinks import QueryId, append_table, is_local
 
@@ -363,18 +363,6 @@ def _topics(config: StreamingConfig, kind: str) -> list[str]:
     return [getattr(topics, kind)(exchange) for exchange in ("coinbase", "binance")]
 
 
-def _start(spark: SparkSession, config: StreamingConfig, name: str, frame: DataFrame,
-           sink: Callable[[DataFrame, int], None], query_id: QueryId, available_now: bool) -> StreamingQuery:
-    job = JOB_CONFIG[name]
-    spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
-    writer = (frame.writeStream.queryName(name).outputMode("append")
-              .option("checkpointLocation", config.checkpoint(name)).foreachBatch(sink))
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=job.trigger)
-    query = writer.start()
-    query_id.set(str(query.id))
-    return query
-
-
 def _events(spark: SparkSession, config: StreamingConfig, name: str, kind: str) -> DataFrame:
     records = jobs.read_kafka(spark, config, _topics(config, kind), JOB_CONFIG[name])
     return jobs.parse(config, records)
@@ -384,18 +372,16 @@ def start_candles(spark: SparkSession, config: StreamingConfig, analytics: Analy
                   available_now: bool = False) -> StreamingQuery:
     name = "analytics_candles"
     trades = deduplicated(valid_trades(_events(spark, config, name, "trades")), f"{analytics.watermark_s} seconds")
-    qid = QueryId()
-    return _start(spark, config, name, trade_levels(trades, analytics), CandleSink(config, analytics, qid), qid,
-                  available_now)
+    return jobs.start_query(spark, config, name, JOB_CONFIG[name], trade_levels(trades, analytics),
+                            lambda qid: CandleSink(config, analytics, qid), available_now)
 
 
 def start_mid(spark: SparkSession, config: StreamingConfig, analytics: AnalyticsConfig,
               available_now: bool = False) -> StreamingQuery:
     name = "analytics_mid"
     mids = deduplicated(valid_mids(_events(spark, config, name, "quotes")), f"{analytics.watermark_s} seconds")
-    qid = QueryId()
-    return _start(spark, config, name, mid_bars(mids, analytics.bar_s), MidSink(config, analytics, qid), qid,
-                  available_now)
+    return jobs.start_query(spark, config, name, JOB_CONFIG[name], mid_bars(mids, analytics.bar_s),
+                            lambda qid: MidSink(config, analytics, qid), available_now)
 
 
 def start_crash(spark: SparkSession, config: StreamingConfig, analytics: AnalyticsConfig, alerts: Any,
@@ -406,9 +392,8 @@ def start_crash(spark: SparkSession, config: StreamingConfig, analytics: Analyti
     # micro-batch is latency the alert keeps.
     mids = valid_mids(_events(spark, config, name, "quotes")).withWatermark(
         "event_ts", f"{analytics.crash_watermark_ms} milliseconds")
-    qid = QueryId()
-    return _start(spark, config, name, crash_bars(mids, analytics), CrashSink(config, analytics, qid, alerts,
-                                                                             on_alerts), qid, available_now)
+    return jobs.start_query(spark, config, name, JOB_CONFIG[name], crash_bars(mids, analytics),
+                            lambda qid: CrashSink(config, analytics, qid, alerts, on_alerts), available_now)
 
 
 def start_all(spark: SparkSession, config: StreamingConfig, alerts: Any, analytics: AnalyticsConfig | None = None,

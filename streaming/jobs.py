@@ -56,9 +56,10 @@ CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 FILESYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
-def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
+def start_query(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
            sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
-    """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger and state store."""
+    """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger, state store and partitions: every
+    query of the service starts here (the analytics queries too)."""
     # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
     session_partitions = spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200")
@@ -88,7 +89,7 @@ def _start(spark: SparkSession, config: StreamingConfig, name: str, job: JobConf
 
 def start_bronze(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.bronze)
-    return _start(spark, config, "bronze", config.bronze, transforms.bronze(records),
+    return start_query(spark, config, "bronze", config.bronze, transforms.bronze(records),
                   lambda qid: sinks.bronze_sink(config, qid), available_now)
 
 
@@ -101,7 +102,7 @@ def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
 
 def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.silver)
-    return _start(spark, config, "silver", config.silver, silver_frame(config, records),
+    return start_query(spark, config, "silver", config.silver, silver_frame(config, records),
                   lambda qid: sinks.silver_sink(config, qid), available_now)
 
 
@@ -132,7 +133,7 @@ def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: b
         records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
         frame = hotpath_frame(spark, config, records)
     alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
-    return _start(spark, config, "hotpath", config.hotpath, frame,
+    return start_query(spark, config, "hotpath", config.hotpath, frame,
                   lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
 
 
