@@ -66,10 +66,12 @@ MONEY = DecimalType(30, 12)
 SUM = DecimalType(38, 12)
 JOBS = ("analytics_candles", "analytics_mid", "analytics_crash")
 JOB_CONFIG = {
-    # Minute bars: a batch every 10 s is plenty, and leaves the cores to the crash query (and the hot path).
+    # Minute bars: a batch every 10 s is plenty. The crash rule looks back 2 minutes, so an alert 5-10 s after the
+    # quote loses nothing; a batch every second kept this query running a batch all the time beside the hot path
+    # (docs/BENCHMARKS.md).
     "analytics_candles": JobConfig(trigger="10 seconds", state_store="rocksdb"),
     "analytics_mid": JobConfig(trigger="10 seconds", state_store="rocksdb"),
-    "analytics_crash": JobConfig(trigger="1 second", state_store="rocksdb"),
+    "analytics_crash": JobConfig(trigger="5 seconds", state_store="rocksdb"),
 }
 
 

@@ -81,12 +81,12 @@ class StreamingConfig:
     # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
     dedupe_watermark: str = "1 minute"
     # The hot path's partitions default to the session's (the cores): 1 instead of 2 measured no faster here
-    # (docs/BENCHMARKS.md "Pipeline"); ARB_HOTPATH_PARTITIONS sets it.
+    # (docs/BENCHMARKS.md "Pipeline"); ARB_HOTPATH_PARTITIONS sets it. The other queries': `jobs.shuffle_partitions`.
     hotpath: JobConfig = JobConfig(trigger="0 seconds", state_store="rocksdb")
     # The lake jobs run fewer, larger batches: each batch has fixed costs, and on a small machine every second they
     # spend is taken from the hot path (docs/BENCHMARKS.md "Pipeline"). RocksDB: faster than hdfs for the dedupe here.
     # A batch is at most LAKE_BATCH_RECORDS records: a local lake's batch is collected into the driver (delta-rs).
-    silver: JobConfig = JobConfig(trigger="5 seconds", state_store="rocksdb",
+    silver: JobConfig = JobConfig(trigger="10 seconds", state_store="rocksdb",
                                   max_offsets_per_trigger=LAKE_BATCH_RECORDS)
     bronze: JobConfig = JobConfig(trigger="10 seconds", state_store="rocksdb",  # stateless
                                   max_offsets_per_trigger=LAKE_BATCH_RECORDS)

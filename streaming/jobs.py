@@ -56,14 +56,26 @@ CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 FILESYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
+def shuffle_partitions(name: str, job: JobConfig, session_partitions: int, master: str) -> int:
+    """Partitions of a query's stateful operator: its own setting, else the session's (the cores of a local master)
+    for the hot path, and on a local master half of them (at least 1) for the queries beside it, whose tasks then
+    leave cores to the hot path's (docs/BENCHMARKS.md); on a cluster, the session's for every query."""
+    if job.shuffle_partitions:
+        return job.shuffle_partitions
+    if name == "hotpath" or not master.startswith("local"):
+        return session_partitions
+    return max(1, session_partitions // 2)
+
+
 def start_query(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
            sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
     """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger, state store and partitions: every
     query of the service starts here (the analytics queries too)."""
     # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[job.state_store])
-    session_partitions = spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200")
-    spark.conf.set("spark.sql.shuffle.partitions", str(job.shuffle_partitions or session_partitions))
+    session_partitions = int(spark.sparkContext.getConf().get("spark.sql.shuffle.partitions", "200"))
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(shuffle_partitions(name, job, session_partitions, spark.sparkContext.master)))
     # A local checkpoint through the FileSystem API: without Hadoop's native library, FileContext's rename forks a
     # `readlink` per file (~0.2-0.4 s of every micro-batch's commits here: docs/BENCHMARKS.md). Not for HDFS, where
     # FileContext's atomic rename is the point; an ARB_SPARK_CONF choice wins.

@@ -1,4 +1,4 @@
-"""The session factory's scheduling: the hot path's pool is served before the other queries'."""
+"""Session factory and query scheduling: the hot path is served first, the queries beside it leave it cores."""
 
 from __future__ import annotations
 
@@ -42,3 +42,24 @@ def test_a_hot_path_partition_count_below_one_or_not_a_number_is_refused(value):
     assert from_settings(Settings(), environ={"ARB_HOTPATH_PARTITIONS": "3"}).hotpath.shuffle_partitions == 3
     with pytest.raises(ConfigError, match="partitions|ARB_HOTPATH_PARTITIONS"):
         from_settings(Settings(), environ={"ARB_HOTPATH_PARTITIONS": value})
+
+
+def test_on_a_local_master_the_queries_beside_the_hot_path_take_half_the_partitions_and_a_cluster_all():
+    from streaming.config import JobConfig
+    from streaming.jobs import shuffle_partitions
+
+    default, pinned = JobConfig(), JobConfig(shuffle_partitions=3)
+
+    assert [shuffle_partitions(name, default, 2, "local[2]") for name in ("hotpath", "silver", "analytics_mid")] \
+        == [2, 1, 1]
+    assert shuffle_partitions("silver", default, 8, "local[*]") == 4
+    assert shuffle_partitions("silver", default, 1, "local[1]") == 1
+    assert shuffle_partitions("silver", default, 6, "spark://10.0.0.5:7077") == 6
+    assert shuffle_partitions("silver", pinned, 2, "local[2]") == 3
+    assert shuffle_partitions("hotpath", pinned, 2, "local[2]") == 3
+
+
+def test_the_codegen_cache_holds_more_classes_than_spark_s_default_of_100():
+    conf = spark_conf(SparkConfig(master="local[2]", jars_dir=str(REPO_ROOT / "data" / "jars" / "spark")))
+
+    assert int(conf["spark.sql.codegen.cache.maxEntries"]) >= 1000
