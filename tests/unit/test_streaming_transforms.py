@@ -208,6 +208,35 @@ def test_a_hadoop_lake_gets_through_spark_what_a_local_one_gets_through_delta_rs
     assert by_spark.schema.field("cb_bn_profit").type == by_rs.schema.field("cb_bn_profit").type
 
 
+def test_a_kept_delta_table_sees_other_writers_commits_and_a_table_re_created_under_it(tmp_path):
+    """append_arrow keeps tables open between batches: still once per (app, version) when another process commits
+    in between, and a table deleted and re-created at the same path is written, not skipped as already done."""
+    import shutil
+
+    import pyarrow as pa
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+    from streaming.sinks import append_arrow
+
+    path = str(tmp_path / "t")
+
+    def rows(*values):
+        return pa.table({"x": pa.array(values, pa.int64()), "date": pa.array([date(2026, 12, 2)] * len(values))})
+
+    assert append_arrow(rows(1), path, "q/t", 0, ["date"])
+    assert not append_arrow(rows(1), path, "q/t", 0, ["date"])  # a replayed batch
+    write_deltalake(path, rows(2), partition_by=["date"], mode="append",  # another process commits batch 1
+                    commit_properties=CommitProperties(app_transactions=[Transaction("q/t", 1)]))
+    assert not append_arrow(rows(2), path, "q/t", 1, ["date"])
+    assert append_arrow(rows(3), path, "q/t", 2, ["date"])
+    assert sorted(DeltaTable(path).to_pyarrow_table()["x"].to_pylist()) == [1, 2, 3]
+
+    shutil.rmtree(path)
+    for version, value in enumerate((7, 8, 9)):  # the same path again, up to and past the kept table's version
+        assert append_arrow(rows(value), path, "q/t", version, ["date"])
+    assert sorted(DeltaTable(path).to_pyarrow_table()["x"].to_pylist()) == [7, 8, 9]
+
+
 def _silver_events(spark):
     return parse(spark, [
         ("coinbase.quotes", quote_json(bid="100.7", ask="100.6")),
