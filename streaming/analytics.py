@@ -57,7 +57,7 @@ from arbitrage.analytics import (
 )
 from streaming import jobs
 from streaming.config import JobConfig, StreamingConfig
-from streaming.metrics import ProgressListener
+from streaming.metrics import ProgressListener, add_listener
 from streaming.sinks import QueryId, append_table, is_local
 
 log = logging.getLogger("streaming.analytics")
@@ -403,7 +403,7 @@ def start_all(spark: SparkSession, config: StreamingConfig, alerts: Any, analyti
     """Start the three analytics queries; `alerts` receives the flash-crash alerts (`arb.alerts.AlertSinks`).
     Late records are counted by a `LateRowsListener` added to the session."""
     analytics = analytics or AnalyticsConfig(pairs=tuple(config.rules.pairs))
-    spark.streams.addListener(LateRowsListener(config.metrics_dir))
+    add_listener(spark, LateRowsListener(config.metrics_dir))
     return [
         start_candles(spark, config, analytics, available_now),
         start_mid(spark, config, analytics, available_now),
@@ -430,8 +430,7 @@ class LateRowsListener(ProgressListener):
         self.late: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def onQueryProgress(self, event: Any) -> None:
-        progress = json.loads(event.progress.json)
+    def on_progress(self, progress: dict[str, Any]) -> None:
         name = progress.get("name")
         if name not in JOBS:
             return

@@ -544,7 +544,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from arb.kafka import ensure_topics
     from streaming import jobs, synthetic
     from streaming.config import from_settings
-    from streaming.metrics import DetectionLatency, MetricsListener, parse_iso_us
+    from streaming.metrics import DetectionLatency, MetricsListener, add_listener, parse_iso_us
 
     tmp, bench_settings = bench_data(settings, "arb-bench-pipeline-")
     broker = start_broker(bench_settings)
@@ -563,7 +563,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         spark = bench_session(config.spark)
         detection = DetectionLatency(size=100_000)
         listener = MetricsListener(config.metrics_dir, detection, keep=True)
-        spark.streams.addListener(listener)
+        add_listener(spark, listener)
         client = bench_settings.kafka.client_config()
         lag = BrokerLag(client)
         opened: list[dict] = []

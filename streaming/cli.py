@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from streaming import jobs
-    from streaming.metrics import DetectionLatency, MetricsListener
+    from streaming.metrics import DetectionLatency, MetricsListener, add_listener
     from streaming.session import create_session
 
     config = build_config(args, settings)
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               f"binance={config.rules.fees.binance}")
     spark = create_session(config.spark)
     detection = DetectionLatency()
-    spark.streams.addListener(MetricsListener(config.metrics_dir, detection))
+    add_listener(spark, MetricsListener(config.metrics_dir, detection))
 
     queries = []
     restart: dict[str, Any] = {}  # query name -> how to start it again (our jobs; analytics owns its queries)

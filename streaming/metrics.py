@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql.streaming import StreamingQueryListener
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,17 +63,48 @@ class DetectionLatency:
         return {"detection_p50_ms": percentile(values, 50), "detection_p99_ms": percentile(values, 99)}
 
 
-class ProgressListener(StreamingQueryListener):
-    """A listener that only reads progress events (Spark requires the other callbacks)."""
+class ProgressListener:
+    """Receives each streaming query's progress as a dict: Spark's own JSON of `StreamingQueryProgress`.
+
+    Register it with `add_listener`, not `spark.streams.addListener`: PySpark's bridge turns every event into Python
+    objects field by field through py4j before a listener sees it (~60 round trips per event and per listener), and
+    that kept the JVM's listener thread at 0.19 core of the 2 at 2,000 quotes/s (docs/BENCHMARKS.md); here an event
+    costs one call (`progress().json()`)."""
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _JsonProgressBridge:
+    """The Java side's listener interface (as PySpark's own bridge implements it), handing on the progress JSON."""
+
+    def __init__(self, listener: ProgressListener) -> None:
+        self.listener = listener
 
     def onQueryStarted(self, event: Any) -> None:
         pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        self.listener.on_progress(json.loads(event.progress().json()))
 
     def onQueryIdle(self, event: Any) -> None:
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
         pass
+
+    class Java:
+        implements = ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
+
+
+def add_listener(spark: Any, listener: ProgressListener) -> None:
+    """Register `listener` for the progress of every query of `spark`'s session."""
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    context = spark.sparkContext
+    ensure_callback_server_started(context._gateway)
+    wrapper = context._jvm.org.apache.spark.sql.streaming.PythonStreamingQueryListenerWrapper
+    spark._jsparkSession.streams().addListener(wrapper(_JsonProgressBridge(listener)))
 
 
 class MetricsListener(ProgressListener):
@@ -87,8 +117,7 @@ class MetricsListener(ProgressListener):
         self.progress: list[dict] = []
         self._lock = threading.Lock()
 
-    def onQueryProgress(self, event: Any) -> None:
-        progress = json.loads(event.progress.json)
+    def on_progress(self, progress: dict[str, Any]) -> None:
         job = progress.get("name") or "query"
         doc = {
             "job": job,

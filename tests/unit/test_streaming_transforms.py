@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -290,3 +291,34 @@ def test_the_lake_sink_commits_each_table_once_per_batch_and_skips_a_replay(spar
     assert counts == {"silver/quotes": 3, "silver/trades": 1, "silver/feed_status": 1, "silver/dead_letter": 1}
     assert DeltaTable(config.table("silver/quotes")).transaction_version("q/silver/quotes") == 1
     assert DeltaTable(config.table("silver/trades")).transaction_version("q/silver/trades") == 0
+
+
+def test_progress_listeners_get_each_query_s_progress_as_spark_s_json_and_metrics_land_in_a_file(spark, tmp_path):
+    import time as clock
+
+    from streaming.metrics import MetricsListener, ProgressListener, add_listener
+
+    class Recorder(ProgressListener):
+        def __init__(self):
+            self.seen = []
+
+        def on_progress(self, progress):
+            self.seen.append(progress)
+
+    recorder, metrics = Recorder(), MetricsListener(str(tmp_path / "metrics"))
+    add_listener(spark, recorder)
+    add_listener(spark, metrics)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_text('{"x": 1}\n{"x": 2}\n{"x": 3}\n')
+    query = (spark.readStream.schema("x long").json(str(tmp_path / "in")).writeStream.queryName("listened")
+             .format("noop").option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
+    query.awaitTermination()
+    deadline = clock.monotonic() + 30
+    while not any(p["numInputRows"] == 3 for p in recorder.seen) and clock.monotonic() < deadline:
+        clock.sleep(0.1)  # the listener bus delivers asynchronously
+
+    progress = next(p for p in recorder.seen if p["numInputRows"] == 3)
+    assert progress["name"] == "listened" and progress["id"] == str(query.id) and "triggerExecution" in \
+        progress["durationMs"]
+    doc = json.loads((tmp_path / "metrics" / "stream-listened.json").read_text())
+    assert doc["job"] == "listened" and doc["batch_id"] >= 0
