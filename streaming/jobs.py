@@ -68,7 +68,7 @@ def shuffle_partitions(name: str, job: JobConfig, session_partitions: int, maste
 
 
 def start_query(spark: SparkSession, config: StreamingConfig, name: str, job: JobConfig, frame: DataFrame,
-           sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
+                sink_factory: Callable[[sinks.QueryId], Any], available_now: bool) -> StreamingQuery:
     """Start `frame` into a foreachBatch sink with the job's checkpoint, trigger, state store and partitions: every
     query of the service starts here (the analytics queries too)."""
     # Spark copies the session conf when a query starts and pins the provider in the checkpoint.
@@ -102,7 +102,7 @@ def start_query(spark: SparkSession, config: StreamingConfig, name: str, job: Jo
 def start_bronze(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.bronze)
     return start_query(spark, config, "bronze", config.bronze, transforms.bronze(records),
-                  lambda qid: sinks.bronze_sink(config, qid), available_now)
+                       lambda qid: sinks.bronze_sink(config, qid), available_now)
 
 
 def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
@@ -115,7 +115,7 @@ def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
 def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
     records = read_kafka(spark, config, input_topics(config), config.silver)
     return start_query(spark, config, "silver", config.silver, silver_frame(config, records),
-                  lambda qid: sinks.silver_sink(config, qid), available_now)
+                       lambda qid: sinks.silver_sink(config, qid), available_now)
 
 
 def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:
@@ -146,7 +146,7 @@ def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: b
         frame = hotpath_frame(spark, config, records)
     alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
     return start_query(spark, config, "hotpath", config.hotpath, frame,
-                  lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
+                       lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
 
 
 def start(spark: SparkSession, config: StreamingConfig, job: str, available_now: bool = False,

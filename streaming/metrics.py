@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of `values`; None when empty."""
     if not values:
