@@ -139,19 +139,32 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 class SinkTimings(logging.Handler):
-    """Collects the hot-path sink's per-batch timings (its DEBUG `batch` log events)."""
+    """Collects the sinks' per-batch timings: the hot path's DEBUG `batch` log events, and the lake sinks'
+    `lake_batch` (per job: Arrow collect and Delta writes)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.rows: list[dict[str, int]] = []
+        self.lake: dict[str, list[dict[str, int]]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == "batch":
+        event = record.getMessage()
+        if event == "batch":
             self.rows.append({k: v for k, v in record.__dict__.items() if k.endswith("_ms")})
+        elif event == "lake_batch":
+            fields = {k: v for k, v in record.__dict__.items() if k.endswith("_ms") or k == "rows"}
+            self.lake.setdefault(record.__dict__.get("job", "?"), []).append(fields)
+
+    @staticmethod
+    def _mean(rows: list[dict[str, int]]) -> dict[str, int]:
+        keys = sorted({k for row in rows for k in row})
+        return {k: round(sum(r.get(k, 0) for r in rows) / max(1, len(rows))) for k in keys}
 
     def mean(self) -> dict[str, int]:
-        keys = sorted({k for row in self.rows for k in row})
-        return {k: round(sum(r.get(k, 0) for r in self.rows) / max(1, len(self.rows))) for k in keys}
+        return self._mean(self.rows)
+
+    def lake_mean(self) -> dict[str, dict[str, int]]:
+        return {job: self._mean(rows) for job, rows in sorted(self.lake.items())}
 
 
 class SilverLatency:
@@ -722,6 +735,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         report["caught_up_before_measuring"] = caught_up
         report["cpu_s"] = round(cpu, 1)
         report["hotpath_sink_mean_ms"] = sink_timings.mean()
+        report["lake_sink_mean_ms"] = sink_timings.lake_mean()  # only for jobs in the bench's own application
         report["cpu_ms_per_quote"] = round(cpu * 1000 / max(1, sent), 3)
         return report
     finally:

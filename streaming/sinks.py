@@ -80,18 +80,25 @@ class LakeSink:
     """
 
     def __init__(self, config: StreamingConfig, query_id: QueryId,
-                 tables: Callable[[], dict[str, transforms.TableRows]]) -> None:
+                 tables: Callable[[], dict[str, transforms.TableRows]], job: str = "lake") -> None:
         self.config = config
         self.query_id = query_id
         self.tables = tables  # built per batch: Spark columns need the session
+        self.job = job
         self.schemas: dict[str, Any] = {}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         tables = self.tables()
         query = self.query_id.get()
         if is_local(self.config.lake):
-            for name, table in split_arrow(batch, tables, self.schemas).items():
+            started = time.monotonic()
+            split = split_arrow(batch, tables, self.schemas)
+            collected = time.monotonic()
+            for name, table in split.items():
                 append_arrow(table, self.config.table(name), f"{query}/{name}", batch_id, ["date"])
+            log_event(log, "lake_batch", level=logging.DEBUG, job=self.job, batch_id=batch_id,
+                      rows=sum(t.num_rows for t in split.values()), collect_ms=int((collected - started) * 1000),
+                      write_ms=int((time.monotonic() - collected) * 1000))
             return
         batch.persist()
         try:
@@ -204,12 +211,12 @@ def bronze_sink(config: StreamingConfig, query_id: QueryId) -> LakeSink:
         "bronze/binance": [topics.quotes("binance"), topics.trades("binance")],
         "bronze/feed_status": [topics.feed_status],
     }
-    return LakeSink(config, query_id, lambda: transforms.bronze_tables(by_table))
+    return LakeSink(config, query_id, lambda: transforms.bronze_tables(by_table), "bronze")
 
 
 def silver_sink(config: StreamingConfig, query_id: QueryId) -> LakeSink:
     """Parsed, deduplicated events -> silver quotes, trades, feed status and dead letter."""
-    return LakeSink(config, query_id, transforms.silver_tables)
+    return LakeSink(config, query_id, transforms.silver_tables, "silver")
 
 
 def _iso(ts_us: int | None) -> str | None:

@@ -111,3 +111,30 @@ def test_warm_up_ends_when_batches_are_fast_or_steady_and_the_lag_is_within_a_ba
     assert is_caught_up([40_000, 12_000, 11_000], lag=12_000, rate=1_000)  # busy machine, steady 11 s batches
     assert not is_caught_up([40_000, 12_000], lag=1_000, rate=1_000)  # too early to call 12 s steady
     assert not is_caught_up([], lag=0, rate=1_000)
+
+
+def test_query_busy_is_each_query_s_batch_time_over_the_period_and_sink_timings_split_hot_and_lake():
+    import logging
+
+    from arb.logs import log_event
+    from streaming.bench import SinkTimings, query_busy
+
+    progress = [{"name": "hotpath", "durationMs": {"triggerExecution": 600}},
+                {"name": "hotpath", "durationMs": {"triggerExecution": 400}},
+                {"name": "silver", "durationMs": {"triggerExecution": 5000}}]
+    assert query_busy(progress, 10.0) == {
+        "hotpath": {"batches": 2, "batch_p50_ms": 400, "busy": 0.1},
+        "silver": {"batches": 1, "batch_p50_ms": 5000, "busy": 0.5}}
+
+    timings, log = SinkTimings(), logging.getLogger("test.sink.timings")
+    log.addHandler(timings)
+    log.setLevel(logging.DEBUG)
+    try:
+        log_event(log, "batch", logging.DEBUG, batch_id=1, process_ms=300, spreads_ms=80)
+        log_event(log, "batch", logging.DEBUG, batch_id=2, process_ms=500, spreads_ms=60)
+        log_event(log, "lake_batch", logging.DEBUG, job="silver", batch_id=7, rows=20_000, collect_ms=900,
+                  write_ms=400)
+    finally:
+        log.removeHandler(timings)
+    assert timings.mean() == {"process_ms": 400, "spreads_ms": 70}
+    assert timings.lake_mean() == {"silver": {"collect_ms": 900, "rows": 20_000, "write_ms": 400}}
