@@ -313,12 +313,14 @@ def test_progress_listeners_get_each_query_s_progress_as_spark_s_json_and_metric
     query = (spark.readStream.schema("x long").json(str(tmp_path / "in")).writeStream.queryName("listened")
              .format("noop").option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
     query.awaitTermination()
+    metrics_file = tmp_path / "metrics" / "stream-listened.json"
     deadline = clock.monotonic() + 30
-    while not any(p["numInputRows"] == 3 for p in recorder.seen) and clock.monotonic() < deadline:
-        clock.sleep(0.1)  # the listener bus delivers asynchronously
+    while clock.monotonic() < deadline and not (any(p["numInputRows"] == 3 for p in recorder.seen)
+                                                and metrics_file.exists()):
+        clock.sleep(0.1)  # the listener bus delivers asynchronously, to one listener after the other
 
     progress = next(p for p in recorder.seen if p["numInputRows"] == 3)
     assert progress["name"] == "listened" and progress["id"] == str(query.id) and "triggerExecution" in \
         progress["durationMs"]
-    doc = json.loads((tmp_path / "metrics" / "stream-listened.json").read_text())
+    doc = json.loads(metrics_file.read_text())
     assert doc["job"] == "listened" and doc["batch_id"] >= 0
