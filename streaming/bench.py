@@ -399,7 +399,8 @@ def match_alerts(opened: list[dict], truth: list[dict], period_us: tuple[int, in
         if hit in injected and hit not in found:
             found[hit] = (line["_seen_us"] - truth[hit]["start_us"]) / 1000
     return {"windows_injected": len(injected), "windows_found": len(found), "windows_false": false,
-            "latencies_ms": [found[i] for i in sorted(found)]}
+            "latencies_ms": [found[i] for i in sorted(found)],
+            "detections": [(truth[i]["start_us"], found[i]) for i in sorted(found)]}
 
 
 # -- the chain: emulator -> producers (child processes, as `arb up` runs them) -----------------------------------------
@@ -802,6 +803,9 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
         "detection_p50_ms": _pct(latencies, 50),
         "detection_p99_ms": _pct(latencies, 99),
         "detection_max_ms": round(max(latencies), 1) if latencies else None,
+        # each window found: the send time of its opening tick (UTC) and its detection latency
+        "detections": [[time.strftime("%H:%M:%S", time.gmtime(start_us / 1e6)) + f".{start_us // 1000 % 1000:03d}",
+                        round(ms)] for start_us, ms in matched["detections"]],
         "detection_from_event_time_p99_ms": from_event["detection_p99_ms"],
         "silver_p50_ms": _pct(silver_samples, 50),
         "silver_p99_ms": _pct(silver_samples, 99),
