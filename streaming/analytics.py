@@ -56,7 +56,7 @@ from arbitrage.analytics import (
     premiums,
 )
 from streaming import jobs
-from streaming.config import JobConfig, StreamingConfig
+from streaming.config import JobConfig, StreamingConfig, every
 from streaming.metrics import ProgressListener, add_listener
 from streaming.sinks import QueryId, append_table, is_local
 
@@ -66,12 +66,11 @@ MONEY = DecimalType(30, 12)
 SUM = DecimalType(38, 12)
 JOBS = ("analytics_candles", "analytics_mid", "analytics_crash")
 JOB_CONFIG = {
-    # Minute bars: a batch every 10 s is plenty. The crash rule looks back 2 minutes, so an alert 5-10 s after the
-    # quote loses nothing; a batch every second kept this query running a batch all the time beside the hot path
-    # (docs/BENCHMARKS.md).
-    "analytics_candles": JobConfig(trigger="10 seconds", state_store="rocksdb"),
-    "analytics_mid": JobConfig(trigger="10 seconds", state_store="rocksdb"),
-    "analytics_crash": JobConfig(trigger="5 seconds", state_store="rocksdb"),
+    # Minute bars: a batch every 11-17 s is plenty. The crash rule looks back 2 minutes, so an alert ~10 s after the
+    # quote loses nothing; a batch every second kept this query running a batch all the time beside the hot path.
+    # The intervals: streaming.config.TIMER_INTERVALS_S.
+    name: JobConfig(trigger=every(name), state_store="rocksdb")
+    for name in JOBS
 }
 
 

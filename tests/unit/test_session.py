@@ -63,3 +63,19 @@ def test_the_codegen_cache_holds_more_classes_than_spark_s_default_of_100():
     conf = spark_conf(SparkConfig(master="local[2]", jars_dir=str(REPO_ROOT / "data" / "jars" / "spark")))
 
     assert int(conf["spark.sql.codegen.cache.maxEntries"]) >= 1000
+
+
+def test_the_queries_beside_the_hot_path_run_on_pairwise_co_prime_intervals_and_every_one_has_one():
+    """Spark starts a processing-time batch at multiples of its interval: co-prime intervals rarely start together."""
+    from math import gcd
+
+    from streaming.analytics import JOB_CONFIG
+    from streaming.config import TIMER_INTERVALS_S, StreamingConfig
+
+    seconds = list(TIMER_INTERVALS_S.values())
+    assert all(gcd(a, b) == 1 for i, a in enumerate(seconds) for b in seconds[i + 1:])
+    config = StreamingConfig(lake="l", checkpoints="c", alert_log="a", metrics_dir="m", kafka_options={}, topics=None,
+                             rules=None)
+    triggers = {"bronze": config.bronze.trigger, "silver": config.silver.trigger,
+                **{name: job.trigger for name, job in JOB_CONFIG.items()}}
+    assert triggers == {name: f"{s} seconds" for name, s in TIMER_INTERVALS_S.items()}
