@@ -25,7 +25,9 @@ Reported:
   (the broker's end offsets minus the offsets the last micro-batch processed, sampled every 0.5 s): start, end,
   max and its growth as a least-squares slope in records/s (`lag_flat` when below 5 % of the input rate);
 - micro-batch durations (p50/p99 and where the time goes, from Spark's progress events), peak RSS of the process
-  tree (driver, JVM, Python workers, broker, emulator, producers), detection accuracy against the injected truth.
+  tree (driver, JVM, Python workers, broker, emulator, producers), detection accuracy against the injected truth;
+- per query, how much of the period it spent running batches (`queries`), the sinks' own split (`hotpath_sink_mean_ms`,
+  `lake_sink_mean_ms`), and each window found with its latency (`detections`).
 """
 
 from __future__ import annotations
