@@ -48,6 +48,7 @@ from typing import Any
 
 from arb.argtypes import positive_float
 from arb.settings import Settings
+from arbitrage.analytics import iso_ms
 from streaming.cli import job_list
 
 
@@ -805,9 +806,8 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
         "detection_p50_ms": _pct(latencies, 50),
         "detection_p99_ms": _pct(latencies, 99),
         "detection_max_ms": round(max(latencies), 1) if latencies else None,
-        # each window found: the send time of its opening tick (UTC) and its detection latency
-        "detections": [[time.strftime("%H:%M:%S", time.gmtime(start_us / 1e6)) + f".{start_us // 1000 % 1000:03d}",
-                        round(ms)] for start_us, ms in matched["detections"]],
+        # each window found: the send time of its opening tick and its detection latency
+        "detections": [[iso_ms(start_us), round(ms)] for start_us, ms in matched["detections"]],
         "detection_from_event_time_p99_ms": from_event["detection_p99_ms"],
         "silver_p50_ms": _pct(silver_samples, 50),
         "silver_p99_ms": _pct(silver_samples, 99),

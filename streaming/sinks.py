@@ -72,6 +72,19 @@ def split_arrow(frame: DataFrame, tables: dict[str, transforms.TableRows],
     return out
 
 
+class Laps:
+    """A sink's per-batch timings: `lap(name)` records the milliseconds since the previous lap (or the start)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+        self._clock = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.ms[name] = int((now - self._clock) * 1000)
+        self._clock = now
+
+
 class LakeSink:
     """One micro-batch -> several Delta tables of the lake, each committed once per (query, table, batch id).
 
@@ -91,14 +104,14 @@ class LakeSink:
         tables = self.tables()
         query = self.query_id.get()
         if is_local(self.config.lake):
-            started = time.monotonic()
+            laps = Laps()
             split = split_arrow(batch, tables, self.schemas)
-            collected = time.monotonic()
+            laps.lap("collect_ms")
             for name, table in split.items():
                 append_arrow(table, self.config.table(name), f"{query}/{name}", batch_id, ["date"])
+            laps.lap("write_ms")
             log_event(log, "lake_batch", level=logging.DEBUG, job=self.job, batch_id=batch_id,
-                      rows=sum(t.num_rows for t in split.values()), collect_ms=int((collected - started) * 1000),
-                      write_ms=int((time.monotonic() - collected) * 1000))
+                      rows=sum(t.num_rows for t in split.values()), **laps.ms)
             return
         batch.persist()
         try:
@@ -305,15 +318,8 @@ class HotPathSink:
         self.last_timings: dict[str, int] = {}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        timings: dict[str, int] = {}
-        clock = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.monotonic()
-            timings[name] = int((now - clock) * 1000)
-            clock = now
-
+        laps = Laps()
+        lap = laps.lap
         # One Spark job: Kafka read, parse, processor. Everything after works on the Arrow table in the driver.
         out = batch.toArrow()
         windows = hotpath.windows_arrow(out)
@@ -332,5 +338,5 @@ class HotPathSink:
             if table.num_rows:
                 append_table(batch.sparkSession, table, path, f"{qid}/{name}", batch_id)
             lap(f"{name}_ms")
-        self.last_timings = timings
-        log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **timings)
+        self.last_timings = laps.ms
+        log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **laps.ms)
