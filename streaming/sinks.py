@@ -315,7 +315,6 @@ class HotPathSink:
         self.query_id = query_id
         self.alerts = alerts
         self.on_alerts = on_alerts
-        self.last_timings: dict[str, int] = {}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         laps = Laps()
@@ -338,5 +337,4 @@ class HotPathSink:
             if table.num_rows:
                 append_table(batch.sparkSession, table, path, f"{qid}/{name}", batch_id)
             lap(f"{name}_ms")
-        self.last_timings = laps.ms
         log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **laps.ms)
