@@ -87,6 +87,9 @@ class StreamingConfig:
     spark: SparkConfig = SparkConfig()
     # Event-time lateness tolerated before a tick is final (and processed in the RULES.md order).
     watermark_delay_ms: int = 300
+    # How far a venue's own ticks may arrive behind its latest quote's event time and still be compared: the hot path
+    # treats a tick as final once both venues have ticked past it by this much (streaming/hotpath.py, final_us).
+    venue_reorder_ms: int = 20
     # How the hot path aligns the two venues: "asof" (one operator keeps each side's latest quote) or "join" (a
     # stream-stream join within the staleness bound in front of it): streaming/quotejoin.py, docs/RULES.md.
     alignment: str = "asof"
@@ -162,7 +165,7 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_ALIGNMENT` and
+    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_REORDER_MS`, `ARB_ALIGNMENT` and
     `ARB_SPARK_CONF` override them; keyword arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
@@ -179,6 +182,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
                         shuffle_partitions=_int_env(env, "ARB_HOTPATH_PARTITIONS", 0)
                         if env.get("ARB_HOTPATH_PARTITIONS") else None)
     watermark_ms = _int_env(env, "ARB_WATERMARK_MS", 300)
+    reorder_ms = _int_env(env, "ARB_REORDER_MS", 20)
     config = StreamingConfig(
         lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,
         checkpoints=env.get("ARB_CHECKPOINT_DIR") or settings.checkpoint_dir,
@@ -191,6 +195,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         spark=spark,
         hotpath=hotpath,
         watermark_delay_ms=watermark_ms,
+        venue_reorder_ms=reorder_ms,
         alignment=env.get("ARB_ALIGNMENT") or "asof",
     )
     return config.replace(**overrides) if overrides else config

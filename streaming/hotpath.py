@@ -11,10 +11,10 @@ validates them; one watermark (`watermark_delay_ms`) runs on the union's event t
 (and each feed status) to its pair(s); `transformWithStateInPandas` keyed by pair runs `ArbProcessor`. The processor
 buffers a pair's ticks in the state store until they are final, feeds them to `arbitrage.windows.PairTracker` in the
 RULES.md order (deterministic, as the Polars oracle), keeps the tracker in the state store, and sets an event-time
-timer for the next stale deadline or buffered tick. A tick is final once it is at or below the watermark, or at or
-below the pair's own latest event time minus the watermark delay D: Spark's next watermark is at least that high, so
-any tick still to come at or below it would be dropped as late anyway. Most ticks are therefore final in the
-micro-batch that brings them, and the spread rows and OPEN/CLOSE events go out in that same micro-batch;
+timer for the next stale deadline or buffered tick. A tick is final once both venues' latest quotes have passed it
+(less a small reorder allowance), or once it is at or below the watermark or the pair's latest event time minus the
+watermark delay D (`PairState.final_us`). Most ticks are therefore final in the micro-batch that brings them, and the
+spread rows and OPEN/CLOSE events go out in that same micro-batch;
 `streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows. Ticks later than D
 (in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance.
 
@@ -243,11 +243,12 @@ class PairState:
     """A pair's tracker plus the ticks not yet final (event time above the watermark), as one JSON document."""
 
     def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None,
-                 max_t_us: int = 0) -> None:
+                 max_t_us: int = 0, venue_max_us: dict[str, int] | None = None) -> None:
         self.tracker = tracker
         self.buffer = buffer
         self.timer_ms = timer_ms
         self.max_t_us = max_t_us  # the latest event time this pair has seen
+        self.venue_max_us = venue_max_us or {}  # per exchange: its latest quote's event time
 
     @classmethod
     def load(cls, raw: str | None, pair: Any, rules: RulesConfig) -> "PairState":
@@ -255,22 +256,45 @@ class PairState:
             return cls(PairTracker(pair, rules), [], None)
         doc = orjson.loads(raw)
         return cls(PairTracker.from_state(pair, rules, doc["tracker"]),
-                   [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"], doc.get("max_t_us", 0))
+                   [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"], doc.get("max_t_us", 0),
+                   doc.get("venue_max_us"))
 
     def dump(self) -> str:
         return orjson.dumps({"tracker": self.tracker.to_state(), "buffer": [_tick_to_json(t) for t in self.buffer],
-                             "timer_ms": self.timer_ms, "max_t_us": self.max_t_us}).decode()
+                             "timer_ms": self.timer_ms, "max_t_us": self.max_t_us,
+                             "venue_max_us": self.venue_max_us}).decode()
 
     def add(self, ticks: list[QuoteTick | StatusTick]) -> None:
         seen = {_identity(t) for t in self.buffer}
         max_t_us = self.max_t_us
+        venue_max_us = self.venue_max_us
         for tick in ticks:
             identity = _identity(tick)
             if identity not in seen:
                 seen.add(identity)
                 self.buffer.append(tick)
-                max_t_us = max(max_t_us, _time(tick))
+                t_us = _time(tick)
+                max_t_us = max(max_t_us, t_us)
+                if isinstance(tick, QuoteTick) and t_us > venue_max_us.get(tick.exchange, 0):
+                    venue_max_us[tick.exchange] = t_us
         self.max_t_us = max_t_us
+
+    def final_us(self, watermark_us: int, delay_us: int, reorder_us: int | None) -> int:
+        """The event time up to which no tick of this pair can still come (or would be dropped as late if it did).
+
+        - Spark's watermark, and the pair's latest event time minus the watermark delay D: Spark's next watermark is
+          at least that high, so a later tick at or below it is dropped as late anyway (a silent venue waits D).
+        - The venue frontier: the older of the two venues' latest quotes, minus `reorder_us`. Each venue's quotes
+          reach us in their own event-time order (one Kafka partition per symbol, the exchange's clock or our
+          receive clock), so once both venues have passed t, nothing at or below t is still to come; `reorder_us`
+          covers what breaks that order a little (a Coinbase snapshot quote stamped with our receive time before
+          updates stamped by the exchange; a feed status on its own topic). A tick is then final in the micro-batch
+          that brings it as soon as the other venue has ticked past it, instead of D later. None: no frontier.
+        """
+        line = max(watermark_us, self.max_t_us - delay_us)
+        if reorder_us is not None and len(self.venue_max_us) == 2:
+            line = max(line, min(self.venue_max_us.values()) - reorder_us)
+        return line
 
     def release(self, watermark_us: int) -> list[SpreadRow | WindowEvent]:
         """Feed every buffered tick with t <= watermark in RULES.md order, then fire stale closes up to it."""
@@ -301,9 +325,10 @@ def _time(tick: QuoteTick | StatusTick) -> int:
 class ArbProcessor(StatefulProcessor):
     """Per pair: buffer ticks until the watermark passes them, run PairTracker, emit spread rows and window events."""
 
-    def __init__(self, rules: RulesConfig, watermark_delay_ms: int) -> None:
+    def __init__(self, rules: RulesConfig, watermark_delay_ms: int, venue_reorder_ms: int | None) -> None:
         self.rules = rules
         self.delay_us = watermark_delay_ms * 1000
+        self.reorder_us = None if venue_reorder_ms is None else venue_reorder_ms * 1000
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -316,11 +341,7 @@ class ArbProcessor(StatefulProcessor):
         if expired_timer_ms is not None and state.timer_ms == expired_timer_ms:
             state.timer_ms = None  # the fired timer is gone; forget it so the next one is registered
         state.add(new_ticks)
-        # Final = at or below the watermark, or at or below this pair's own max event time minus the delay: Spark's
-        # next watermark is at least that high, so any later tick at or below it is late and dropped anyway. This
-        # releases most ticks in the batch that brings them instead of one batch later.
-        final_us = max(watermark_ms * 1000 if watermark_ms > 0 else 0, state.max_t_us - self.delay_us)
-        items = state.release(final_us)
+        items = state.release(state.final_us(max(watermark_ms, 0) * 1000, self.delay_us, self.reorder_us))
         wanted = state.wanted_timer_ms()
         if wanted != state.timer_ms:
             if state.timer_ms is not None:
@@ -347,7 +368,7 @@ class ArbProcessor(StatefulProcessor):
         pass
 
 
-def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int) -> DataFrame:
+def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int, venue_reorder_ms: int) -> DataFrame:
     """Watermarked pair ticks -> spread rows and window events (OUTPUT_SCHEMA), via transformWithStateInPandas.
 
     Money stays in exact decimal strings: the sink takes the batch to Arrow once and types it there
@@ -355,7 +376,7 @@ def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int) ->
     """
     grouped = ticks.select(*TICK_COLUMNS, "event_ts").groupBy("pair")
     return grouped.transformWithStateInPandas(
-        statefulProcessor=ArbProcessor(rules, watermark_delay_ms),
+        statefulProcessor=ArbProcessor(rules, watermark_delay_ms, venue_reorder_ms),
         outputStructType=OUTPUT_SCHEMA,
         outputMode="Append",
         timeMode="EventTime",

@@ -121,7 +121,7 @@ def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bo
 def hotpath_frame(spark: SparkSession, config: StreamingConfig, records: DataFrame) -> DataFrame:
     ticks = hotpath.pair_ticks(parse(config, records), config.rules)
     watermarked = ticks.withWatermark("event_ts", f"{config.watermark_delay_ms} milliseconds")
-    return hotpath.arb_stream(watermarked, config.rules, config.watermark_delay_ms)
+    return hotpath.arb_stream(watermarked, config.rules, config.watermark_delay_ms, config.venue_reorder_ms)
 
 
 def joined_hotpath_frame(spark: SparkSession, config: StreamingConfig) -> DataFrame:

@@ -78,8 +78,12 @@ class JoinedArbProcessor(ArbProcessor):
     """ArbProcessor fed by the join: the same tick reaches it once per partner, across micro-batches.
 
     A tick at or below the line up to which the pair was already released (final) has been fed before, or is late;
-    either way the tracker must not see it again, so it is dropped here and not counted as late.
+    either way the tracker must not see it again, so it is dropped here and not counted as late. No venue frontier:
+    the join hands a tick over when its partners arrive, so a venue's ticks do not come in their event-time order.
     """
+
+    def __init__(self, rules: RulesConfig, watermark_delay_ms: int) -> None:
+        super().__init__(rules, watermark_delay_ms, venue_reorder_ms=None)
 
     def init(self, handle: Any) -> None:
         super().init(handle)

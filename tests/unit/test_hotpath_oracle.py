@@ -71,8 +71,9 @@ def silver(records) -> tuple[pl.DataFrame, pl.DataFrame]:
     return quotes, status
 
 
-def processor_output(batch_s: float, delay_ms: int) -> pl.DataFrame:
-    result = run_processor(RULES, scenario_batches(SCENARIO, batch_s, delay_ms), delay_ms)
+def processor_output(batch_s: float, delay_ms: int, reorder_ms: int | None, coinbase_lag_ms: int) -> pl.DataFrame:
+    batches = scenario_batches(SCENARIO, batch_s, delay_ms, {"coinbase": coinbase_lag_ms})
+    result = run_processor(RULES, batches, delay_ms, reorder_ms)
     return pl.concat([pl.from_pandas(frame) for frame in result.outputs], how="vertical")
 
 
@@ -87,8 +88,12 @@ def as_spreads(out: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("event_ts").dt.date().alias("date")).select(list(oracle.SPREAD_SCHEMA))
 
 
-@pytest.mark.parametrize(("batch_s", "delay_ms"), [(0.37, 300), (2.0, 100)])
-def test_processor_in_micro_batches_equals_the_oracle_row_for_row_and_window_for_window(batch_s, delay_ms):
+# Coinbase quotes carry the exchange's time and may reach us after Binance quotes stamped later on receipt: the venue
+# frontier (hotpath.PairState.final_us) must wait for them; None = no frontier, the watermark delay alone.
+@pytest.mark.parametrize(("batch_s", "delay_ms", "reorder_ms", "coinbase_lag_ms"),
+                         [(0.37, 300, 20, 0), (2.0, 100, 0, 0), (0.37, 300, 20, 150), (0.37, 300, None, 150)])
+def test_processor_in_micro_batches_equals_the_oracle_row_for_row_and_window_for_window(
+        batch_s, delay_ms, reorder_ms, coinbase_lag_ms):
     # Arrange
     records = SCENARIO.records()
     quotes, status = silver(records)
@@ -96,7 +101,7 @@ def test_processor_in_micro_batches_equals_the_oracle_row_for_row_and_window_for
     want_closes = oracle.windows(want_spreads, quotes, status, RULES)
 
     # Act
-    out = processor_output(batch_s, delay_ms)
+    out = processor_output(batch_s, delay_ms, reorder_ms, coinbase_lag_ms)
 
     # Assert: every spread row exactly (decimals too), in processing order within each pair.
     assert_frame_equal(as_spreads(out).sort("pair", maintain_order=True), want_spreads)

@@ -71,3 +71,26 @@ def test_output_rows_and_alert_line_carry_the_window_in_the_documented_format():
         "est_profit": "343.194", "start_ts": "1970-01-01T00:00:00.002Z", "end_ts": None,
         "duration_ms": None, "ticks": 1, "close_reason": None, "emitted_ts": "2026-11-22T00:40:00.123Z",
     }
+
+
+def test_a_tick_is_final_once_both_venues_have_ticked_past_it_and_a_silent_venue_falls_back_to_the_delay():
+    # Arrange: D = 300 ms, reorder allowance 20 ms; times in µs.
+    state = PairState(PairTracker(PAIR, RULES), [], None)
+    state.add([quote("binance", 900_000, "65000", "65001", 1), quote("coinbase", 1_000_000, "65000", "65001", 7)])
+    state.add([StatusTick("binance", FeedState.CONNECTED, 1_500_000, None)])  # a status is not a venue's quote
+
+    # Act / Assert: the frontier is the older venue's latest quote (Binance, 0.9 s) less 20 ms.
+    assert state.final_us(0, 300_000, 20_000) == 1_200_000  # the pair's latest (the status) less D is higher here
+    state.add([quote("binance", 1_600_000, "65000", "65001", 2), quote("coinbase", 1_700_000, "65000", "65001", 8)])
+    assert state.final_us(0, 300_000, 20_000) == 1_580_000  # min(1.6 s, 1.7 s) - 20 ms: above 1.7 s - D
+    assert [row.event_ts_us for row in state.release(1_580_000)] == [1_000_000]  # Coinbase 1.0 s against Binance 0.9
+    assert [t.event_ts_us for t in state.buffer] == [1_600_000, 1_700_000]  # the status (1.5 s) went too
+
+    # A silent Binance: Coinbase moves on, the line follows the pair's latest tick less D.
+    state.add([quote("coinbase", 3_000_000, "65000", "65001", 9)])
+    assert state.final_us(0, 300_000, 20_000) == 2_700_000
+    assert state.final_us(2_800_000, 300_000, 20_000) == 2_800_000  # never below Spark's watermark
+    assert state.final_us(0, 300_000, None) == 2_700_000  # no frontier (the join path)
+
+    # The venue clocks survive the state store.
+    assert PairState.load(state.dump(), PAIR, RULES).venue_max_us == {"binance": 1_600_000, "coinbase": 3_000_000}
