@@ -396,6 +396,8 @@ def summarize_metrics(stem: str, m: dict, now: float) -> str:
                 f"{_num(m.get('batch_duration_ms')):,.0f} ms")
         if m.get("detection_p99_ms") is not None:
             text += f" detection p99 {_num(m.get('detection_p99_ms')):,.0f} ms"
+        if m.get("late_ticks"):
+            text += f" late ticks {_num(m.get('late_ticks')):,.0f}"
     elif stem == "emulator":
         clients = m.get("clients")
         if isinstance(clients, dict):  # per exchange

@@ -239,6 +239,7 @@ def pipeline_rows(streams: list[dict], now_us: int) -> list[dict]:
             "job": str(s.get("job", "?")), "events_per_s": fmt_num(s.get("input_rows_per_s"), 1),
             "processed_per_s": fmt_num(s.get("processed_rows_per_s"), 1),
             "p50_ms": fmt_num(s.get("detection_p50_ms"), 0), "p99_ms": fmt_num(s.get("detection_p99_ms"), 0),
+            "late_ticks": fmt_num(s.get("late_ticks"), 0),
             "batch": str(s.get("batch_id", "–")), "batch_ms": fmt_num(s.get("batch_duration_ms"), 0),
             "last_batch": "–" if updated is None else f"{fmt_age((now_us - updated) / 1e6)} ago",
         })

@@ -27,7 +27,8 @@ Reported:
 - micro-batch durations (p50/p99 and where the time goes, from Spark's progress events), peak RSS of the process
   tree (driver, JVM, Python workers, broker, emulator, producers), detection accuracy against the injected truth;
 - per query, how much of the period it spent running batches (`queries`), the sinks' own split (`hotpath_sink_mean_ms`,
-  `lake_sink_mean_ms`), and each window found with its latency (`detections`).
+  `lake_sink_mean_ms`), each window found with its latency (`detections`), and the ticks the hot path dropped as
+  late (`late_ticks`: they arrived below a line it had already released).
 """
 
 from __future__ import annotations
@@ -561,7 +562,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from arb.kafka import ensure_topics
     from streaming import jobs, synthetic
     from streaming.config import from_settings
-    from streaming.metrics import DetectionLatency, MetricsListener, add_listener, parse_iso_us
+    from streaming.metrics import HotPathStats, MetricsListener, add_listener, parse_iso_us
 
     tmp, bench_settings = bench_data(settings, "arb-bench-pipeline-")
     broker = start_broker(bench_settings)
@@ -578,8 +579,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         if args.watermark_ms is not None:
             config = config.replace(watermark_delay_ms=args.watermark_ms)
         spark = bench_session(config.spark)
-        detection = DetectionLatency(size=100_000)
-        listener = MetricsListener(config.metrics_dir, detection, keep=True)
+        hotpath_stats = HotPathStats(size=100_000)
+        listener = MetricsListener(config.metrics_dir, hotpath_stats, keep=True)
         add_listener(spark, listener)
         client = bench_settings.kafka.client_config()
         lag = BrokerLag(client)
@@ -588,7 +589,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         def on_alerts(lines: list[dict]) -> None:
             now_us = time.time_ns() // 1000
             opened.extend({**line, "_seen_us": now_us} for line in lines if line["event"] == "OPEN")
-            detection.on_alerts(lines)
+            hotpath_stats.on_alerts(lines)
 
         hot_jobs = list(args.jobs)
         if args.lake_nice is not None:
@@ -602,7 +603,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
                 queries += analytics.start_all(spark, config, analytics.alert_sinks(bench_settings))
                 continue
-            kwargs = {"on_alerts": on_alerts, "kafka_client": client} if job == "hotpath" else {}
+            kwargs = ({"on_alerts": on_alerts, "on_late": lambda n: hotpath_stats.on_late(n), "kafka_client": client}
+                      if job == "hotpath" else {})
             queries.append(jobs.start(spark, config, job, **kwargs))
 
         def check() -> None:
@@ -649,12 +651,12 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
         silver = SilverLatency(config.table("silver/quotes"))
         silver.prime()
-        detection = DetectionLatency(size=100_000)  # measured period only
+        hotpath_stats = HotPathStats(size=100_000)  # measured period only
         sink_timings = SinkTimings()
         sink_log = logging.getLogger("streaming.sink")
         sink_log.setLevel(logging.DEBUG)
         sink_log.addHandler(sink_timings)
-        listener.detection = detection
+        listener.hotpath = hotpath_stats
         opened.clear()
         progress_from = len(listener.progress)
         peak = [0.0]
@@ -705,7 +707,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             return match_alerts(list(opened), injected(), period_us, slack_us, parse_iso_us)
 
         # Let the pipeline drain: until every window's OPEN is written, or the hot path has processed what the broker
-        # held when the period closed and one batch more (a tick is final in the batch after a later one), however
+        # held when the period closed and one batch more (a tick may be final only in the batch after a later one), however
         # slow its batches are; then the last silver files.
         measured_until = time.monotonic()
         at_close = lag.lag(_last(listener.progress, "hotpath"))
@@ -732,7 +734,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             chain.stop()  # the emulator writes its final truth
         matched = accuracy()
         measured_lag = [sample for sample in lag.samples if sample[0] <= measured_until]
-        report = _report(args, listener.progress[progress_from:], matched, detection, silver, measured_lag,
+        report = _report(args, listener.progress[progress_from:], matched, hotpath_stats, silver, measured_lag,
                          sent, peak[0], parse_iso_us)
         report.update(extra)
         report["warmup_s"] = round(warmup_s, 1)
@@ -774,7 +776,7 @@ def query_busy(progress: list[dict], span_s: float) -> dict[str, dict[str, Any]]
             for name, ms in sorted(by_name.items())}
 
 
-def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_rss, parse_iso_us):
+def _report(args, progress, matched, hotpath_stats, silver, lag_samples, sent, peak_rss, parse_iso_us):
     hot = [p for p in progress if p.get("name") == "hotpath"]
     durations = [p["durationMs"].get("triggerExecution", 0) for p in hot if p.get("numInputRows")]
     silver_batches = [p["durationMs"].get("triggerExecution", 0) for p in progress
@@ -792,7 +794,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
             breakdown[key] = breakdown.get(key, 0) + value
     breakdown = {k: round(v / max(1, len(hot))) for k, v in sorted(breakdown.items())}
     latencies = matched["latencies_ms"]
-    from_event = detection.summary()
+    from_event = hotpath_stats.summary()
     per_query = query_busy(progress, span_s)
     silver_samples = silver.samples
     return {
@@ -809,6 +811,7 @@ def _report(args, progress, matched, detection, silver, lag_samples, sent, peak_
         # each window found: the send time of its opening tick and its detection latency
         "detections": [[iso_ms(start_us), round(ms)] for start_us, ms in matched["detections"]],
         "detection_from_event_time_p99_ms": from_event["detection_p99_ms"],
+        "late_ticks": from_event["late_ticks"],  # dropped by the hot path as arriving below a line already final
         "silver_p50_ms": _pct(silver_samples, 50),
         "silver_p99_ms": _pct(silver_samples, 99),
         "silver_files": len(silver_samples),  # 0: no silver batch landed in the measured period (the lake lags)

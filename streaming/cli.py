@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from streaming import jobs
-    from streaming.metrics import DetectionLatency, MetricsListener, add_listener
+    from streaming.metrics import HotPathStats, MetricsListener, add_listener
     from streaming.session import create_session
 
     config = build_config(args, settings)
@@ -207,8 +207,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               pairs=",".join(config.rules.pair_names), fees=f"coinbase={config.rules.fees.coinbase},"
               f"binance={config.rules.fees.binance}")
     spark = create_session(config.spark)
-    detection = DetectionLatency()
-    add_listener(spark, MetricsListener(config.metrics_dir, detection))
+    hotpath_stats = HotPathStats()
+    add_listener(spark, MetricsListener(config.metrics_dir, hotpath_stats))
 
     queries = []
     restart: dict[str, Any] = {}  # query name -> how to start it again (our jobs; analytics owns its queries)
@@ -221,7 +221,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             continue
         kwargs: dict[str, Any] = {}
         if job == "hotpath":
-            kwargs = {"on_alerts": detection.on_alerts, "kafka_client": settings.kafka.client_config()}
+            kwargs = {"on_alerts": hotpath_stats.on_alerts, "on_late": hotpath_stats.on_late,
+                      "kafka_client": settings.kafka.client_config()}
         start = functools.partial(jobs.start, spark, config, job, available_now=args.available_now, **kwargs)
         query = start()
         queries.append(query)

@@ -16,7 +16,8 @@ timer for the next stale deadline or buffered tick. A tick is final once both ve
 watermark delay D (`PairState.final_us`). Most ticks are therefore final in the micro-batch that brings them, and the
 spread rows and OPEN/CLOSE events go out in that same micro-batch;
 `streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows. Ticks later than D
-(in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance.
+(in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance. The processor
+counts ticks that arrive below a line it already released (an output row of kind "late"); the sink logs them.
 
 Why the stream-stream join in front (the design the issue sketched; streaming/quotejoin.py, ARB_ALIGNMENT=join) is not
 the default: a range join on (pair, time bucket) with |t_cb - t_bn| <= S emits every pair of ticks within S, i.e.
@@ -181,6 +182,23 @@ def output_rows(items: list[SpreadRow | WindowEvent], emitted_us: int) -> list[t
     return rows
 
 
+def late_row(pair: str, count: int, emitted_us: int) -> tuple:
+    """An output row that says how many ticks of `pair` arrived below its final line and were dropped: late, or a
+    resend of a tick already compared (`kind` "late", the count in `ticks`)."""
+    row = dict.fromkeys(OUTPUT_COLUMNS)
+    row.update(kind="late", pair=pair, ticks=count, emitted_ts_us=emitted_us)
+    return tuple(row.values())
+
+
+def late_counts(out: pa.Table) -> dict[str, int]:
+    """Processor output (Arrow) -> ticks dropped as late, per pair."""
+    rows = out.filter(pc.equal(out["kind"], "late"))
+    counts: dict[str, int] = {}
+    for pair, count in zip(rows["pair"].to_pylist(), rows["ticks"].to_pylist()):
+        counts[pair] = counts.get(pair, 0) + count
+    return counts
+
+
 def _plain(values: tuple) -> list[str | None]:
     """Decimals -> exact plain strings (never an exponent); a repeated object reuses its string."""
     # The window half of spread rows (and vice versa) is all null. Checked ends first: tuple.count compares a Decimal
@@ -341,7 +359,9 @@ class ArbProcessor(StatefulProcessor):
         if expired_timer_ms is not None and state.timer_ms == expired_timer_ms:
             state.timer_ms = None  # the fired timer is gone; forget it so the next one is registered
         state.add(new_ticks)
+        late_before = state.tracker.late_ticks
         items = state.release(state.final_us(max(watermark_ms, 0) * 1000, self.delay_us, self.reorder_us))
+        late = state.tracker.late_ticks - late_before
         wanted = state.wanted_timer_ms()
         if wanted != state.timer_ms:
             if state.timer_ms is not None:
@@ -352,8 +372,12 @@ class ArbProcessor(StatefulProcessor):
                 self.handle.registerTimer(wanted)
             state.timer_ms = wanted
         self.state.update((state.dump(),))
-        if items:
-            yield output_frame(output_rows(items, time.time_ns() // 1000))
+        if items or late:
+            now_us = time.time_ns() // 1000
+            rows = output_rows(items, now_us)
+            if late:
+                rows.append(late_row(pair_name, late, now_us))
+            yield output_frame(rows)
 
     def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Iterator[pd.DataFrame]:
         ticks: list = []

@@ -136,7 +136,8 @@ def joined_hotpath_frame(spark: SparkSession, config: StreamingConfig) -> DataFr
 
 def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: bool = False,
                   on_alerts: Callable[[list[dict]], None] | None = None,
-                  kafka_client: dict[str, str] | None = None) -> StreamingQuery:
+                  kafka_client: dict[str, str] | None = None,
+                  on_late: Callable[[int], None] | None = None) -> StreamingQuery:
     if config.hotpath.state_store != "rocksdb":
         raise ConfigError("the hot path runs transformWithStateInPandas, which needs the rocksdb state store")
     if config.alignment == "join":
@@ -146,7 +147,7 @@ def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: b
         frame = hotpath_frame(spark, config, records)
     alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
     return start_query(spark, config, "hotpath", config.hotpath, frame,
-                       lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts), available_now)
+                       lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts, on_late), available_now)
 
 
 def start(spark: SparkSession, config: StreamingConfig, job: str, available_now: bool = False,

@@ -2,7 +2,7 @@
 
     {"job": "hotpath", "batch_id": 42, "input_rows_per_s": 1999.1, "processed_rows_per_s": 2100.4,
      "batch_duration_ms": 950, "durations_ms": {"addBatch": 700, ...}, "watermark": "2026-11-22T00:40:34.567Z",
-     "detection_p50_ms": 810, "detection_p99_ms": 1450, "updated_ts": "2026-11-22T00:40:35.101Z"}
+     "detection_p50_ms": 810, "detection_p99_ms": 1450, "late_ticks": 0, "updated_ts": "2026-11-22T00:40:35.101Z"}
 """
 
 from __future__ import annotations
@@ -42,12 +42,18 @@ def parse_iso_us(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1_000_000)
 
 
-class DetectionLatency:
-    """Rolling window of detection latencies: alert line written minus the opening tick's event time."""
+class HotPathStats:
+    """What the hot path's sink reports: a rolling window of detection latencies (alert line written minus the
+    opening tick's event time) and the ticks dropped as late since the start."""
 
     def __init__(self, size: int = 2000) -> None:
         self._values: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
+        self.late_ticks = 0
+
+    def on_late(self, count: int) -> None:
+        with self._lock:
+            self.late_ticks += count
 
     def on_alerts(self, lines: list[dict]) -> None:
         now_us = time.time_ns() // 1000
@@ -59,7 +65,8 @@ class DetectionLatency:
     def summary(self) -> dict[str, float | None]:
         with self._lock:
             values = list(self._values)
-        return {"detection_p50_ms": percentile(values, 50), "detection_p99_ms": percentile(values, 99)}
+        return {"detection_p50_ms": percentile(values, 50), "detection_p99_ms": percentile(values, 99),
+                "late_ticks": self.late_ticks}
 
 
 class ProgressListener:
@@ -109,9 +116,9 @@ def add_listener(spark: Any, listener: ProgressListener) -> None:
 class MetricsListener(ProgressListener):
     """Writes the last progress of each named query to `stream-<name>.json`; keeps every progress for benches."""
 
-    def __init__(self, metrics_dir: str, detection: DetectionLatency | None = None, keep: bool = False) -> None:
+    def __init__(self, metrics_dir: str, hotpath: HotPathStats | None = None, keep: bool = False) -> None:
         self.metrics_dir = Path(metrics_dir)
-        self.detection = detection
+        self.hotpath = hotpath
         self.keep = keep
         self.progress: list[dict] = []
         self._lock = threading.Lock()
@@ -131,8 +138,8 @@ class MetricsListener(ProgressListener):
             "detection_p99_ms": None,
             "updated_ts": _iso_now(),
         }
-        if self.detection is not None and job == "hotpath":
-            doc.update(self.detection.summary())
+        if self.hotpath is not None and job == "hotpath":
+            doc.update(self.hotpath.summary())
         if self.keep:
             with self._lock:
                 self.progress.append(progress)

@@ -307,14 +307,17 @@ class AlertLog:
 
 
 class HotPathSink:
-    """Processor output -> alerts first (latency), then silver/spreads and gold/arb_windows."""
+    """Processor output -> alerts first (latency), then silver/spreads and gold/arb_windows; ticks the processor
+    dropped as late are logged (WARNING `late_ticks`) and handed to `on_late`."""
 
     def __init__(self, config: StreamingConfig, query_id: QueryId, alerts: AlertLog,
-                 on_alerts: Callable[[list[dict]], None] | None = None) -> None:
+                 on_alerts: Callable[[list[dict]], None] | None = None,
+                 on_late: Callable[[int], None] | None = None) -> None:
         self.config = config
         self.query_id = query_id
         self.alerts = alerts
         self.on_alerts = on_alerts
+        self.on_late = on_late
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         laps = Laps()
@@ -330,6 +333,12 @@ class HotPathSink:
                 if self.on_alerts is not None:
                     self.on_alerts(lines)
         lap("alerts_ms")
+        late = hotpath.late_counts(out)
+        if late:
+            log_event(log, "late_ticks", logging.WARNING, batch_id=batch_id, count=sum(late.values()),
+                      pairs=",".join(f"{pair}={n}" for pair, n in sorted(late.items())))
+            if self.on_late is not None:
+                self.on_late(sum(late.values()))
         qid = self.query_id.get()
         spreads = hotpath.spreads_arrow(out)
         for name, table, path in (("spreads", spreads, self.config.table("silver/spreads")),

@@ -15,7 +15,7 @@ FEED_COLUMNS = [("exchange", "exchange"), ("connected", "connected"), ("last_msg
                 ("msgs_per_s", "msgs/s"), ("events_per_s", "events/s"), ("gaps", "gaps"),
                 ("reconnects", "reconnects"), ("last_status", "last status")]
 PIPELINE_COLUMNS = [("job", "job"), ("events_per_s", "events/s"), ("processed_per_s", "processed/s"),
-                    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("batch", "batch"),
+                    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("late_ticks", "late ticks"), ("batch", "batch"),
                     ("batch_ms", "batch ms"), ("last_batch", "last batch")]
 
 

@@ -112,13 +112,13 @@ def test_feed_rows_list_an_exchange_known_only_from_feed_status():
 
 def test_pipeline_rows_report_rates_latency_percentiles_and_last_batch_age():
     streams = [{"job": "windows", "batch_id": 9, "input_rows_per_s": 80.25, "processed_rows_per_s": 120.0,
-                "batch_duration_ms": 640, "detection_p50_ms": 850.4, "detection_p99_ms": 1900.0,
+                "batch_duration_ms": 640, "detection_p50_ms": 850.4, "detection_p99_ms": 1900.0, "late_ticks": 3,
                 "updated_ts": "2026-11-22T12:00:00.000Z"}]
 
     rows = figures.pipeline_rows(streams, T0_US + 2_500_000)
 
     assert rows == [{"job": "windows", "events_per_s": "80.3", "processed_per_s": "120.0", "p50_ms": "850",
-                     "p99_ms": "1,900", "batch": "9", "batch_ms": "640", "last_batch": "2.5 s ago"}]
+                     "p99_ms": "1,900", "late_ticks": "3", "batch": "9", "batch_ms": "640", "last_batch": "2.5 s ago"}]
 
 
 def test_quote_rows_format_prices_and_age():

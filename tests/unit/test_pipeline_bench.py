@@ -139,3 +139,24 @@ def test_query_busy_is_each_query_s_batch_time_over_the_period_and_sink_timings_
         log.removeHandler(timings)
     assert timings.mean() == {"process_ms": 400, "spreads_ms": 70}
     assert timings.lake_mean() == {"silver": {"collect_ms": 900, "rows": 20_000, "write_ms": 400}}
+
+
+def test_hot_path_stats_keep_detection_percentiles_of_opens_and_the_late_ticks_in_the_metrics_file(tmp_path):
+    import json
+    import time
+
+    from arbitrage.analytics import iso_ms
+    from streaming.metrics import HotPathStats, MetricsListener
+
+    stats = HotPathStats()
+    now_us = time.time_ns() // 1000
+    opened = [{"event": "OPEN", "start_ts": iso_ms(now_us - ms * 1000)} for ms in (800, 1200, 1000)]
+    stats.on_alerts([*opened, {"event": "CLOSE", "start_ts": iso_ms(now_us - 60_000_000)}])
+    stats.on_late(2)
+    stats.on_late(3)
+
+    MetricsListener(str(tmp_path), stats).on_progress({"name": "hotpath", "batchId": 9, "durationMs": {}})
+    doc = json.loads((tmp_path / "stream-hotpath.json").read_text())
+
+    assert 1000 <= doc["detection_p50_ms"] < 1500 and 1200 <= doc["detection_p99_ms"] < 1700  # CLOSE not counted
+    assert doc["late_ticks"] == 5 and doc["batch_id"] == 9

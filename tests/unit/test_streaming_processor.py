@@ -1,13 +1,17 @@
-"""The hot-path processor's per-pair state without Spark: buffering until the watermark, order, dedupe, timers."""
+"""The hot-path processor's per-pair state without Spark: buffering until final, order, dedupe, timers, late ticks."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from arbitrage.events import FeedState
+import pandas as pd
+import pyarrow as pa
+
+from arbitrage.events import FeedState, Quote
 from arbitrage.rules import RulesConfig
 from arbitrage.windows import PairTracker, QuoteTick, StatusTick
-from streaming.hotpath import PairState, output_frame, output_rows
+from streaming.hotpath import PairState, late_counts, late_row, output_frame, output_rows
+from streaming.processor_bench import Batch, run_processor, tick_frame
 from streaming.sinks import alert_line
 
 RULES = RulesConfig()
@@ -94,3 +98,29 @@ def test_a_tick_is_final_once_both_venues_have_ticked_past_it_and_a_silent_venue
 
     # The venue clocks survive the state store.
     assert PairState.load(state.dump(), PAIR, RULES).venue_max_us == {"binance": 1_600_000, "coinbase": 3_000_000}
+
+
+def test_a_tick_below_the_released_line_is_dropped_and_reported_in_a_late_row():
+    # Arrange: Binance ticks at 1.10 s and Coinbase at 1.20 s release everything up to 1.08 s (reorder 20 ms); a
+    # Binance quote stamped 1.05 s arriving in the next micro-batch is below that line.
+    def event(exchange: str, t_us: int, seq: int) -> tuple[str, Quote]:
+        symbol = PAIR.symbol_on(exchange)
+        venue = symbol.replace("/", "-" if exchange == "coinbase" else "")
+        return "BTC/USD", Quote(exchange, symbol, venue, D("65000"), D("1"), D("65001"), D("1"),
+                                t_us if exchange == "coinbase" else None, t_us, seq)
+
+    batches = [
+        Batch(0, {"BTC/USD": tick_frame([event("coinbase", 1_000_000, 1), event("binance", 1_100_000, 1),
+                                          event("coinbase", 1_200_000, 2)])}),
+        Batch(0, {"BTC/USD": tick_frame([event("binance", 1_050_000, 2)])}),
+    ]
+
+    # Act
+    result = run_processor(RULES, batches, delay_ms=300, reorder_ms=20)
+    out = pa.Table.from_pandas(pd.concat(result.outputs, ignore_index=True), preserve_index=False)
+
+    # Assert: the Coinbase 1.0 s quote had no Binance quote before it; the late one is counted, not compared.
+    assert out["kind"].to_pylist() == ["late"]
+    assert late_counts(out) == {"BTC/USD": 1}
+    both = output_frame([late_row("BTC/USD", 2, 0), late_row("ETH/BTC", 1, 0), late_row("BTC/USD", 1, 0)])
+    assert late_counts(pa.Table.from_pandas(both, preserve_index=False)) == {"BTC/USD": 3, "ETH/BTC": 1}

@@ -69,6 +69,16 @@ def test_producer_metrics_summary_shows_rates_and_counters():
     assert text == "connected 1,520 frames/s 1,498 events/s invalid 2 gaps 0 reconnects 1"
 
 
+def test_hot_path_metrics_summary_shows_detection_and_late_ticks_only_when_there_are_some():
+    metrics = {"batch_id": 42, "input_rows_per_s": 1999.1, "batch_duration_ms": 640, "detection_p99_ms": 1400.2,
+               "late_ticks": 0}
+
+    assert summarize_metrics("stream-hotpath", metrics, now=0.0) == (
+        "hotpath: batch 42 1,999 rows/s 640 ms detection p99 1,400 ms")
+    assert summarize_metrics("stream-hotpath", {**metrics, "late_ticks": 1234}, now=0.0).endswith(
+        "detection p99 1,400 ms late ticks 1,234")
+
+
 def test_missing_or_null_metrics_read_as_zero_instead_of_failing():
     text = summarize_metrics("producer-coinbase", {"connected": False, "frames_per_s": None}, now=0.0)
 
