@@ -603,6 +603,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
                 queries += analytics.start_all(spark, config, analytics.alert_sinks(bench_settings))
                 continue
+            # on_late looks hotpath_stats up when called: the measured period starts a fresh one (below).
             kwargs = ({"on_alerts": on_alerts, "on_late": lambda n: hotpath_stats.on_late(n), "kafka_client": client}
                       if job == "hotpath" else {})
             queries.append(jobs.start(spark, config, job, **kwargs))
@@ -707,8 +708,8 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             return match_alerts(list(opened), injected(), period_us, slack_us, parse_iso_us)
 
         # Let the pipeline drain: until every window's OPEN is written, or the hot path has processed what the broker
-        # held when the period closed and one batch more (a tick may be final only in the batch after a later one), however
-        # slow its batches are; then the last silver files.
+        # held when the period closed and one batch more (a tick may be final only in the batch after a later one),
+        # however slow its batches are; then the last silver files.
         measured_until = time.monotonic()
         at_close = lag.lag(_last(listener.progress, "hotpath"))
         drain_until = time.monotonic() + MAX_CATCH_UP_S

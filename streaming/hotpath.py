@@ -258,7 +258,7 @@ def output_frame(rows: list[tuple] | list[dict]) -> pd.DataFrame:
 
 
 class PairState:
-    """A pair's tracker plus the ticks not yet final (event time above the watermark), as one JSON document."""
+    """A pair's tracker plus the ticks not yet final (above `final_us`), as one JSON document."""
 
     def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None,
                  max_t_us: int = 0, venue_max_us: dict[str, int] | None = None) -> None:
@@ -341,7 +341,7 @@ def _time(tick: QuoteTick | StatusTick) -> int:
 
 
 class ArbProcessor(StatefulProcessor):
-    """Per pair: buffer ticks until the watermark passes them, run PairTracker, emit spread rows and window events."""
+    """Per pair: buffer ticks until they are final, run PairTracker, emit spread rows, window events and late counts."""
 
     def __init__(self, rules: RulesConfig, watermark_delay_ms: int, venue_reorder_ms: int | None) -> None:
         self.rules = rules
