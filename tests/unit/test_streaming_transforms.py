@@ -238,6 +238,29 @@ def test_a_kept_delta_table_sees_other_writers_commits_and_a_table_re_created_un
     assert sorted(DeltaTable(path).to_pyarrow_table()["x"].to_pylist()) == [7, 8, 9]
 
 
+def test_a_kept_delta_table_is_opened_afresh_every_reopen_commits_commits(tmp_path):
+    """A delta-rs table updated commit by commit appends ever more slowly, so OpenTables reopens it from the log
+    every `reopen_commits` commits, in between handing back the same updated object."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from streaming.sinks import OpenTables
+
+    path = str(tmp_path / "t")
+    tables = OpenTables(reopen_commits=3)
+    write_deltalake(path, pa.table({"x": [0]}))
+    seen = []
+    for value in range(1, 11):
+        delta = tables.open(path)
+        seen.append(delta)
+        write_deltalake(delta, pa.table({"x": [value]}), mode="append")
+        tables.keep(path, delta)
+
+    fresh = [i for i in range(1, len(seen)) if seen[i] is not seen[i - 1]]
+    assert fresh == [4, 8]  # kept at version 1 (its first write), reused up to version 3, afresh at 4; kept at 5...
+    assert seen[-1].version() == 10 and sorted(DeltaTable(path).to_pyarrow_table()["x"].to_pylist()) == list(range(11))
+
+
 def _silver_events(spark):
     return parse(spark, [
         ("coinbase.quotes", quote_json(bid="100.7", ask="100.6")),
