@@ -230,6 +230,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log_event(log, "query_started", job=job, checkpoint=config.checkpoint(job), lake=config.lake,
                   available_now=args.available_now, master=config.spark.master)
 
+    compactor = None
+    if config.compact_every_s > 0 and not args.available_now:
+        from streaming.compaction import Compactor
+        from streaming.sinks import open_tables
+
+        compactor = Compactor(open_tables, config.compact_every_s).start()
+
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
@@ -261,6 +268,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for query in queries:
         if query.isActive:
             query.stop()
+    if compactor is not None:
+        compactor.stop()
     spark.stop()
     if failed:
         print(f"arb stream: {len(failed)} query failed: {failed[0].name}", file=sys.stderr)

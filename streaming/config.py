@@ -94,6 +94,9 @@ class StreamingConfig:
     # How the hot path aligns the two venues: "asof" (one operator keeps each side's latest quote) or "join" (a
     # stream-stream join within the staleness bound in front of it): streaming/quotejoin.py, docs/RULES.md.
     alignment: str = "asof"
+    # How often `arb stream` compacts the recent partitions of the local Delta tables it appends to (0: never):
+    # streaming/compaction.py.
+    compact_every_s: float = 600.0
     # Lateness tolerated by the silver dedupe (exchange, symbol, seq) and the bronze/silver jobs.
     dedupe_watermark: str = "1 minute"
     # The hot path's partitions default to the session's (the cores): 1 instead of 2 measured no faster here
@@ -166,7 +169,8 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
 def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, str] | None = None,
                   **overrides: Any) -> StreamingConfig:
     """The embedded defaults under `settings.data_dir`; `ARB_SPARK_MASTER`, `ARB_LAKE_DIR`, `ARB_CHECKPOINT_DIR`,
-    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_REORDER_MS`, `ARB_ALIGNMENT` and
+    `ARB_STATE_STORE` and `ARB_HOTPATH_PARTITIONS` (hot path), `ARB_WATERMARK_MS`, `ARB_REORDER_MS`,
+    `ARB_COMPACT_EVERY_S`, `ARB_ALIGNMENT` and
     `ARB_SPARK_CONF` override them; keyword arguments override everything."""
     env = os.environ if environ is None else environ
     if rules is None:
@@ -184,6 +188,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
                         if env.get("ARB_HOTPATH_PARTITIONS") else None)
     watermark_ms = _int_env(env, "ARB_WATERMARK_MS", 300)
     reorder_ms = _int_env(env, "ARB_REORDER_MS", 20)
+    compact_every_s = _int_env(env, "ARB_COMPACT_EVERY_S", 600)
     config = StreamingConfig(
         lake=env.get("ARB_LAKE_DIR") or settings.lake_dir,
         checkpoints=env.get("ARB_CHECKPOINT_DIR") or settings.checkpoint_dir,
@@ -197,6 +202,7 @@ def from_settings(settings: Settings, rules: Any = None, environ: Mapping[str, s
         hotpath=hotpath,
         watermark_delay_ms=watermark_ms,
         venue_reorder_ms=reorder_ms,
+        compact_every_s=compact_every_s,
         alignment=env.get("ARB_ALIGNMENT") or "asof",
     )
     return config.replace(**overrides) if overrides else config

@@ -140,7 +140,7 @@ def append_arrow(table: Any, path: str, app_id: str, version: int, partition_by:
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        delta = _open_tables.open(path)
+        delta = open_tables.open(path)
     except TableNotFoundError:
         delta = None
     if delta is not None:
@@ -150,7 +150,7 @@ def append_arrow(table: Any, path: str, app_id: str, version: int, partition_by:
     commit = CommitProperties(app_transactions=[Transaction(app_id, version)])
     write_deltalake(path if delta is None else delta, table, partition_by=partition_by, mode="append",
                     commit_properties=commit)
-    _open_tables.keep(path, delta)
+    open_tables.keep(path, delta)
     return True
 
 
@@ -192,6 +192,10 @@ class OpenTables:
                 return delta
         return DeltaTable(path)
 
+    def paths(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tables)
+
     def keep(self, path: str, delta: Any) -> None:
         """After a write: keep `delta` (updated by the write), or open the table the write created."""
         from deltalake import DeltaTable
@@ -203,7 +207,7 @@ class OpenTables:
             self._tables[path] = (delta, self._commit_file(path, delta.version()), opened_at)
 
 
-_open_tables = OpenTables()
+open_tables = OpenTables()  # the local tables this process appends to (streaming.compaction compacts them)
 
 
 class QueryId:
