@@ -239,9 +239,10 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
 
 def bench_environ() -> dict[str, str]:
     """The environment a bench's streaming config reads: none of the user's `ARB_*` settings (a bench makes its own
-    broker, lake and rules) except the Spark knobs, so that they can be measured: `ARB_SPARK_CONF`,
-    `ARB_HOTPATH_PARTITIONS`."""
-    return {key: os.environ[key] for key in ("ARB_SPARK_CONF", "ARB_HOTPATH_PARTITIONS") if key in os.environ}
+    broker, lake and rules) except the knobs that can be measured: `ARB_SPARK_CONF`, `ARB_HOTPATH_PARTITIONS`,
+    `ARB_REORDER_MS`."""
+    return {key: os.environ[key] for key in ("ARB_SPARK_CONF", "ARB_HOTPATH_PARTITIONS", "ARB_REORDER_MS")
+            if key in os.environ}
 
 
 def bench_data(settings: Settings, prefix: str) -> tuple[Path, Settings]:

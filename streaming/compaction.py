@@ -5,8 +5,9 @@ Every micro-batch appends a small file to each table it writes: the hot path ~1.
 25 ms on a compacted table and 57 ms at 3,000 files here), and so do the dashboard's and the backtester's reads. A
 `Compactor` thread bin-packs the recent partitions (`date` >= yesterday) of every table the sinks have appended to
 (`sinks.OpenTables`, so each table is compacted by the one process that writes it) every `every_s` seconds, with
-delta-rs. A compaction only rewrites data (`dataChange=false`): appends committed meanwhile do not conflict with it,
-and readers of older versions keep their files. The files it replaces are deleted by `vacuum` once they are older
+delta-rs, which releases the GIL meanwhile (the batch threads kept running: 8 ms longest pause over a 0.8 s
+compaction). A compaction only rewrites data (`dataChange=false`): appends committed meanwhile do not conflict with
+it, and readers of older versions keep their files. The files it replaces are deleted by `vacuum` once they are older
 than the table's retention (Delta's default, 7 days), so time travel over that period keeps working.
 
 Lakes on a Hadoop path (`s3a://...`) are written by Spark and not compacted here: run Delta's `OPTIMIZE` on them.
@@ -24,8 +25,8 @@ from arb.logs import log_event
 
 log = logging.getLogger("streaming.compaction")
 
-# Bins of at most this much: at the hot path's ~1 MB/min of spreads an hour fits in one file, and a compaction never
-# rewrites more than this per bin (files already this large are left alone).
+# Bins of at most this much: a partition's compacted file is rewritten with the new small files until it is this
+# large, then left alone, so one pass never rewrites more than this per bin.
 TARGET_FILE_BYTES = 64 * 1024 * 1024
 
 
