@@ -186,8 +186,9 @@ class OpenTables:
             kept = self._tables.get(path)
         if kept is not None:
             delta, seen, opened_at = kept
-            if (seen is not None and self._commit_file(path, delta.version()) == seen
-                    and delta.version() - opened_at < self.reopen_commits):
+            version = delta.version()
+            fresh_enough = version - opened_at < self.reopen_commits
+            if seen is not None and fresh_enough and self._commit_file(path, version) == seen:
                 delta.update_incremental()
                 return delta
         return DeltaTable(path)
@@ -347,10 +348,11 @@ class HotPathSink:
         lap("alerts_ms")
         late = hotpath.late_counts(out)
         if late:
-            log_event(log, "late_ticks", logging.WARNING, batch_id=batch_id, count=sum(late.values()),
+            total = sum(late.values())
+            log_event(log, "late_ticks", logging.WARNING, batch_id=batch_id, count=total,
                       pairs=",".join(f"{pair}={n}" for pair, n in sorted(late.items())))
             if self.on_late is not None:
-                self.on_late(sum(late.values()))
+                self.on_late(total)
         qid = self.query_id.get()
         spreads = hotpath.spreads_arrow(out)
         for name, table, path in (("spreads", spreads, self.config.table("silver/spreads")),
