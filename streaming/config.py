@@ -85,8 +85,8 @@ class StreamingConfig:
     topics: Any  # arb.settings.Topics
     rules: Any  # arbitrage.rules.RulesConfig
     spark: SparkConfig = SparkConfig()
-    # Event-time lateness tolerated: a tick further behind the stream's latest is dropped as late; against a silent
-    # venue, the hot path waits this long before a tick is final (processed in the RULES.md order).
+    # The hot path's watermark delay D: against a venue that brings nothing in a micro-batch (silent, or its partition
+    # behind), the other venue's ticks become final D behind that venue's estimated clock (hotpath.PairState.final_us).
     watermark_delay_ms: int = 300
     # How far a venue's own ticks may arrive behind its latest quote's event time and still be compared: the hot path
     # treats a tick as final once both venues have ticked past it by this much (streaming/hotpath.py, final_us).

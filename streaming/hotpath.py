@@ -12,12 +12,13 @@ validates them; one watermark (`watermark_delay_ms`) runs on the union's event t
 buffers a pair's ticks in the state store until they are final, feeds them to `arbitrage.windows.PairTracker` in the
 RULES.md order (deterministic, as the Polars oracle), keeps the tracker in the state store, and sets an event-time
 timer for the next stale deadline or buffered tick. A tick is final once both venues' latest quotes have passed it
-(less a small reorder allowance), or once it is at or below the watermark or the pair's latest event time minus the
-watermark delay D (`PairState.final_us`). Most ticks are therefore final in the micro-batch that brings them, and the
-spread rows and OPEN/CLOSE events go out in that same micro-batch;
-`streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows. Ticks later than D
-(in event time, behind the latest tick of the stream) are dropped: D is the out-of-order tolerance. The processor
-counts ticks that arrive below a line it already released (an output row of kind "late"); the sink logs them.
+(less a small reorder allowance); a venue that brings nothing in a micro-batch is idle, and the other venue's ticks
+then go on the watermark delay D behind an estimate of its clock (`PairState.final_us`, docs/RULES.md). Most ticks
+are therefore final in the micro-batch that brings them, and the spread rows and OPEN/CLOSE events go out in that
+same micro-batch; `streaming.sinks.HotPathSink` writes the alerts first, then silver/spreads and gold/arb_windows.
+Spark's watermark drives the timers but drops nothing (the operator's input has no watermarked column): the processor
+decides what is late per pair, drops ticks that arrive below a line it already released and counts them (an output
+row of kind "late"); the sink logs them.
 
 Why the stream-stream join in front (the design the issue sketched; streaming/quotejoin.py, ARB_ALIGNMENT=join) is not
 the default: a range join on (pair, time bucket) with |t_cb - t_bn| <= S emits every pair of ticks within S, i.e.
@@ -261,12 +262,14 @@ class PairState:
     """A pair's tracker plus the ticks not yet final (above `final_us`), as one JSON document."""
 
     def __init__(self, tracker: PairTracker, buffer: list[QuoteTick | StatusTick], timer_ms: int | None,
-                 max_t_us: int = 0, venue_max_us: dict[str, int] | None = None) -> None:
+                 max_t_us: int = 0, venue_max_us: dict[str, int] | None = None,
+                 venue_batch_ms: dict[str, int] | None = None) -> None:
         self.tracker = tracker
         self.buffer = buffer
         self.timer_ms = timer_ms
         self.max_t_us = max_t_us  # the latest event time this pair has seen
         self.venue_max_us = venue_max_us or {}  # per exchange: its latest quote's event time
+        self.venue_batch_ms = venue_batch_ms or {}  # per exchange: the micro-batch (its time) that last brought a quote
 
     @classmethod
     def load(cls, raw: str | None, pair: Any, rules: RulesConfig) -> "PairState":
@@ -275,14 +278,15 @@ class PairState:
         doc = orjson.loads(raw)
         return cls(PairTracker.from_state(pair, rules, doc["tracker"]),
                    [_tick_from_json(t) for t in doc["buffer"]], doc["timer_ms"], doc.get("max_t_us", 0),
-                   doc.get("venue_max_us"))
+                   doc.get("venue_max_us"), doc.get("venue_batch_ms"))
 
     def dump(self) -> str:
         return orjson.dumps({"tracker": self.tracker.to_state(), "buffer": [_tick_to_json(t) for t in self.buffer],
                              "timer_ms": self.timer_ms, "max_t_us": self.max_t_us,
-                             "venue_max_us": self.venue_max_us}).decode()
+                             "venue_max_us": self.venue_max_us, "venue_batch_ms": self.venue_batch_ms}).decode()
 
-    def add(self, ticks: list[QuoteTick | StatusTick]) -> None:
+    def add(self, ticks: list[QuoteTick | StatusTick], batch_ms: int) -> None:
+        """Buffer the ticks of the micro-batch stamped `batch_ms` (Spark's batch time: the same when it is replayed)."""
         seen = {_identity(t) for t in self.buffer}
         max_t_us = self.max_t_us
         venue_max_us = self.venue_max_us
@@ -293,26 +297,47 @@ class PairState:
                 self.buffer.append(tick)
                 t_us = _time(tick)
                 max_t_us = max(max_t_us, t_us)
-                if isinstance(tick, QuoteTick) and t_us > venue_max_us.get(tick.exchange, 0):
-                    venue_max_us[tick.exchange] = t_us
+                if isinstance(tick, QuoteTick):
+                    self.venue_batch_ms[tick.exchange] = batch_ms
+                    if t_us > venue_max_us.get(tick.exchange, 0):
+                        venue_max_us[tick.exchange] = t_us
         self.max_t_us = max_t_us
 
-    def final_us(self, watermark_us: int, delay_us: int, reorder_us: int | None) -> int:
-        """The event time up to which no tick of this pair can still come (or would be dropped as late if it did).
+    def final_us(self, watermark_us: int, delay_us: int, reorder_us: int | None, batch_ms: int) -> int:
+        """The event time up to which no tick of this pair can still come (or is late if it does).
 
-        - Spark's watermark, and the pair's latest event time minus the watermark delay D: Spark's next watermark is
-          at least that high, so a later tick at or below it is dropped as late anyway (a silent venue waits D).
         - The venue frontier: the older of the two venues' latest quotes, minus `reorder_us`. Each venue's quotes
           reach us in their own event-time order (one Kafka partition per symbol, the exchange's clock or our
           receive clock), so once both venues have passed t, nothing at or below t is still to come; `reorder_us`
           covers what breaks that order a little (a Coinbase snapshot quote stamped with our receive time before
           updates stamped by the exchange; a feed status on its own topic). A tick is then final in the micro-batch
-          that brings it as soon as the other venue has ticked past it, instead of D later. None: no frontier.
+          that brings it as soon as the other venue has ticked past it. None: no frontier (the join path).
+        - While the venue behind (the older latest quote) brings quotes in this micro-batch, the frontier alone: its
+          partition may be seconds of event time behind the other's (a producer's backlog flushed after an outage,
+          a batch planned while a burst was half written), and neither the pair's latest tick minus D nor Spark's
+          watermark (the whole stream's latest minus D) may pass quotes it has still to hand over.
+        - When the venue behind brings nothing in this batch, it is idle (as an idle partition is to a per-partition
+          watermark): silent, or its partition behind. Its clock is taken to run on at the wall clock's pace from its
+          last delivery (micro-batch times, which a replayed batch keeps), and the other venue's ticks are final up to
+          that less the watermark delay D (and never beyond the pair's latest tick less D): a silent venue goes stale
+          about D after the staleness bound, and a venue behind that pauses is not overtaken.
+        - When neither venue brings quotes (a batch that only fires timers), Spark's watermark too: a pair with no
+          input moves with the rest of the stream, and the last ticks before the input ends are released.
         """
-        line = max(watermark_us, self.max_t_us - delay_us)
-        if reorder_us is not None and len(self.venue_max_us) == 2:
-            line = max(line, min(self.venue_max_us.values()) - reorder_us)
-        return line
+        pair_line = self.max_t_us - delay_us
+        if reorder_us is None:
+            return max(watermark_us, pair_line)
+        delivering = [v for v, ms in self.venue_batch_ms.items() if ms == batch_ms]
+        if len(self.venue_max_us) < 2:  # a venue yet to quote: nothing to compare with, no frontier
+            return pair_line if delivering else max(pair_line, watermark_us)
+        behind = min(self.venue_max_us, key=self.venue_max_us.__getitem__)
+        frontier = self.venue_max_us[behind] - reorder_us
+        if behind in delivering:
+            return frontier
+        if not delivering:
+            return max(frontier, pair_line, watermark_us)
+        idle_line = self.venue_max_us[behind] + (batch_ms - self.venue_batch_ms[behind]) * 1000 - delay_us
+        return max(frontier, min(pair_line, idle_line))
 
     def release(self, watermark_us: int) -> list[SpreadRow | WindowEvent]:
         """Feed every buffered tick with t <= watermark in RULES.md order, then fire stale closes up to it."""
@@ -352,15 +377,16 @@ class ArbProcessor(StatefulProcessor):
         self.handle = handle
         self.state = handle.getValueState("pair_state", STATE_SCHEMA)
 
-    def _run(self, pair_name: str, new_ticks: list, watermark_ms: int,
+    def _run(self, pair_name: str, new_ticks: list, watermark_ms: int, batch_ms: int,
              expired_timer_ms: int | None = None) -> Iterator[pd.DataFrame]:
         raw = self.state.get()[0] if self.state.exists() else None
         state = PairState.load(raw, self.rules.pair(pair_name), self.rules)
         if expired_timer_ms is not None and state.timer_ms == expired_timer_ms:
             state.timer_ms = None  # the fired timer is gone; forget it so the next one is registered
-        state.add(new_ticks)
+        state.add(new_ticks, batch_ms)
         late_before = state.tracker.late_ticks
-        items = state.release(state.final_us(max(watermark_ms, 0) * 1000, self.delay_us, self.reorder_us))
+        line = state.final_us(max(watermark_ms, 0) * 1000, self.delay_us, self.reorder_us, batch_ms)
+        items = state.release(line)
         late = state.tracker.late_ticks - late_before
         wanted = state.wanted_timer_ms()
         if wanted != state.timer_ms:
@@ -383,10 +409,12 @@ class ArbProcessor(StatefulProcessor):
         ticks: list = []
         for pdf in rows:
             ticks.extend(ticks_from_frame(pdf))
-        yield from self._run(key[0], ticks, timerValues.getCurrentWatermarkInMs())
+        yield from self._run(key[0], ticks, timerValues.getCurrentWatermarkInMs(),
+                             timerValues.getCurrentProcessingTimeInMs())
 
     def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Iterator[pd.DataFrame]:
-        yield from self._run(key[0], [], timerValues.getCurrentWatermarkInMs(), expiredTimerInfo.getExpiryTimeInMs())
+        yield from self._run(key[0], [], timerValues.getCurrentWatermarkInMs(),
+                             timerValues.getCurrentProcessingTimeInMs(), expiredTimerInfo.getExpiryTimeInMs())
 
     def close(self) -> None:
         pass
@@ -398,7 +426,10 @@ def arb_stream(ticks: DataFrame, rules: RulesConfig, watermark_delay_ms: int, ve
     Money stays in exact decimal strings: the sink takes the batch to Arrow once and types it there
     (`spreads_arrow`, `windows_arrow`), which costs less than Spark's string -> decimal -> Arrow conversions.
     """
-    grouped = ticks.select(*TICK_COLUMNS, "event_ts").groupBy("pair")
+    # Without the watermarked `event_ts` column in its input, the operator has no late-row filter of its own (Spark
+    # would drop rows below the stream-wide watermark before the processor sees them, a lagging venue's among them):
+    # the processor decides what is late, per pair, and counts it. The watermark still drives the timers.
+    grouped = ticks.select(*TICK_COLUMNS).groupBy("pair")
     return grouped.transformWithStateInPandas(
         statefulProcessor=ArbProcessor(rules, watermark_delay_ms, venue_reorder_ms),
         outputStructType=OUTPUT_SCHEMA,

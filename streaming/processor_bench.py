@@ -44,6 +44,7 @@ def register_bench(subparsers: Any) -> None:
 class Batch:
     watermark_ms: int
     frames: dict[str, pd.DataFrame]  # pair -> its input rows
+    batch_ms: int  # the batch's (processing) time, as Spark stamps a micro-batch
 
 
 def _money(value: Decimal | None) -> Decimal | None:
@@ -51,7 +52,7 @@ def _money(value: Decimal | None) -> Decimal | None:
 
 
 def tick_frame(events: list[tuple[str, Quote | FeedStatus]]) -> pd.DataFrame:
-    """(pair, event) -> the rows `pair_ticks` gives the processor (TICK_COLUMNS + event_ts), Arrow-typed."""
+    """(pair, event) -> the rows `pair_ticks` gives the processor (TICK_COLUMNS), Arrow-typed."""
     rows = []
     for pair, e in events:
         if isinstance(e, Quote):
@@ -65,7 +66,6 @@ def tick_frame(events: list[tuple[str, Quote | FeedStatus]]) -> pd.DataFrame:
                                         "t_us", "seq", "state"])
     frame["t_us"] = frame["t_us"].astype("int64")
     frame["seq"] = frame["seq"].astype("float64" if frame["seq"].isna().any() else "int64")
-    frame["event_ts"] = pd.to_datetime(frame["t_us"], unit="us")
     return frame
 
 
@@ -76,17 +76,22 @@ def market_batches(rules: RulesConfig, ticks: int, rate: float, batch_s: float, 
 
 
 def scenario_batches(scenario: Scenario, batch_s: float, delay_ms: int,
-                     quote_lag_ms: Mapping[str, int] | None = None) -> list[Batch]:
+                     quote_lag_ms: Mapping[str, int] | None = None, lag_ramp_s: float = 0.0) -> list[Batch]:
     """A scenario's quotes and feed statuses cut into micro-batches of `batch_s` seconds, a frame per pair.
 
     A batch holds what arrived in its time span: a record arrives at its event time, an exchange's quotes
-    `quote_lag_ms[exchange]` later (a venue stamped by the exchange's clock, seen through a slower network). A
-    batch's watermark is the latest event time of the batches before it minus `delay_ms`, as Spark sets it.
+    `quote_lag_ms[exchange]` later (a venue stamped by the exchange's clock, seen through a slower network, or a
+    partition seconds behind the other), reached over the first `lag_ramp_s` seconds (a partition falling behind while
+    it keeps delivering). A batch's watermark is the latest event time of the batches before it minus `delay_ms`,
+    and its time the end of its span, as Spark sets them; the last batch brings no data.
     """
     lag_us = {exchange: ms * 1000 for exchange, ms in (quote_lag_ms or {}).items()}
+    ramp_us = lag_ramp_s * 1e6
 
     def arrival_us(record: Any) -> int:
-        return record.t_us + lag_us.get(record.topic_kind.removeprefix("quotes:"), 0)
+        lag = lag_us.get(record.topic_kind.removeprefix("quotes:"), 0)
+        elapsed = record.t_us - scenario.start_us
+        return record.t_us + (lag if elapsed >= ramp_us else int(lag * elapsed / ramp_us))
 
     batches: list[Batch] = []
     current: dict[str, list[tuple[str, Quote | FeedStatus]]] = {}
@@ -97,7 +102,7 @@ def scenario_batches(scenario: Scenario, batch_s: float, delay_ms: int,
     records = [r for r in scenario.records() if r.topic_kind.startswith(("quotes:", "status"))]
     for record in sorted(records, key=arrival_us):
         while arrival_us(record) >= batch_end:
-            batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}))
+            batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}, batch_end // 1000))
             current = {}
             watermark_ms = max(watermark_ms, max_t_us // 1000 - delay_ms)
             batch_end += step_us
@@ -105,7 +110,9 @@ def scenario_batches(scenario: Scenario, batch_s: float, delay_ms: int,
         for pair in _pairs_of(scenario.rules, event):
             current.setdefault(pair, []).append((pair, event))
         max_t_us = max(max_t_us, record.t_us)
-    batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}))
+    batches.append(Batch(watermark_ms, {p: tick_frame(rows) for p, rows in current.items()}, batch_end // 1000))
+    # Then the batch Spark runs without new data once the watermark has moved (it fires the timers it passes).
+    batches.append(Batch(max(watermark_ms, max_t_us // 1000 - delay_ms), {}, (batch_end + step_us) // 1000))
     return batches
 
 
@@ -159,9 +166,13 @@ class _Driver:
 @dataclass
 class _TimerValues:
     watermark_ms: int
+    batch_ms: int
 
     def getCurrentWatermarkInMs(self) -> int:
         return self.watermark_ms
+
+    def getCurrentProcessingTimeInMs(self) -> int:
+        return self.batch_ms
 
 
 @dataclass
@@ -196,7 +207,7 @@ def run_processor(rules: RulesConfig, batches: list[Batch], delay_ms: int, reord
     ticks = sum(len(f) for b in batches for f in b.frames.values())
     started, started_wall = time.process_time(), time.perf_counter()
     for batch in batches:
-        timer_values = _TimerValues(batch.watermark_ms)
+        timer_values = _TimerValues(batch.watermark_ms, batch.batch_ms)
         for pair, frame in batch.frames.items():
             driver.key = pair
             outputs.extend(processor.handleInputRows((pair,), iter([frame]), timer_values))

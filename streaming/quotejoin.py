@@ -108,7 +108,7 @@ class JoinedArbProcessor(ArbProcessor):
             if len(fresh):
                 seen_max = max(seen_max, int(fresh["t_us"].max()))
                 self.seen_max.update((seen_max,))
-        yield from self._run(key[0], new_ticks, watermark_ms)
+        yield from self._run(key[0], new_ticks, watermark_ms, timerValues.getCurrentProcessingTimeInMs())
         self._mark_released(watermark_ms, seen_max)
 
     def handleExpiredTimer(self, key: Any, timerValues: Any, expiredTimerInfo: Any) -> Iterator[pd.DataFrame]:

@@ -7,6 +7,7 @@ round trip and the event-time timers between batches, string decimals out. No Sp
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -71,8 +72,10 @@ def silver(records) -> tuple[pl.DataFrame, pl.DataFrame]:
     return quotes, status
 
 
-def processor_output(batch_s: float, delay_ms: int, reorder_ms: int | None, coinbase_lag_ms: int) -> pl.DataFrame:
-    batches = scenario_batches(SCENARIO, batch_s, delay_ms, {"coinbase": coinbase_lag_ms})
+def processor_output(scenario: Scenario, batch_s: float, delay_ms: int, reorder_ms: int | None,
+                     coinbase_lag_ms: int) -> pl.DataFrame:
+    # The lag builds up over the first 6 s: Coinbase falls behind while it keeps delivering.
+    batches = scenario_batches(scenario, batch_s, delay_ms, {"coinbase": coinbase_lag_ms}, lag_ramp_s=6.0)
     result = run_processor(RULES, batches, delay_ms, reorder_ms)
     return pl.concat([pl.from_pandas(frame) for frame in result.outputs], how="vertical")
 
@@ -89,19 +92,24 @@ def as_spreads(out: pl.DataFrame) -> pl.DataFrame:
 
 
 # Coinbase quotes carry the exchange's time and may reach us after Binance quotes stamped later on receipt: the venue
-# frontier (hotpath.PairState.final_us) must wait for them; None = no frontier, the watermark delay alone.
+# frontier (hotpath.PairState.final_us) must wait for them; None = no frontier, the watermark delay alone. 3 s: the
+# Coinbase partitions 3 s of event time behind Binance's (a producer's backlog), ten times the watermark delay, and
+# Coinbase's ETH/BTC silence (5-7 s) seen while it is behind.
 @pytest.mark.parametrize(("batch_s", "delay_ms", "reorder_ms", "coinbase_lag_ms"),
-                         [(0.37, 300, 20, 0), (2.0, 100, 0, 0), (0.37, 300, 20, 150), (0.37, 300, None, 150)])
+                         [(0.37, 300, 20, 0), (2.0, 100, 0, 0), (0.37, 300, 20, 150), (0.37, 300, None, 150),
+                          (0.37, 300, 20, 3000)])
 def test_processor_in_micro_batches_equals_the_oracle_row_for_row_and_window_for_window(
         batch_s, delay_ms, reorder_ms, coinbase_lag_ms):
-    # Arrange
-    records = SCENARIO.records()
+    # Arrange: the closing status after the lagging venue's last quote. Before it, the frontier holds the last ticks
+    # while Coinbase still delivers, and with the watermark already past them nothing calls the processor again.
+    scenario = dataclasses.replace(SCENARIO, tail_s=max(SCENARIO.tail_s, coinbase_lag_ms / 1000 + 1))
+    records = scenario.records()
     quotes, status = silver(records)
     want_spreads = oracle.spreads(quotes, status, RULES)
     want_closes = oracle.windows(want_spreads, quotes, status, RULES)
 
     # Act
-    out = processor_output(batch_s, delay_ms, reorder_ms, coinbase_lag_ms)
+    out = processor_output(scenario, batch_s, delay_ms, reorder_ms, coinbase_lag_ms)
 
     # Assert: every spread row exactly (decimals too), in processing order within each pair.
     assert_frame_equal(as_spreads(out).sort("pair", maintain_order=True), want_spreads)

@@ -70,6 +70,9 @@ class Watermark:
     def getCurrentWatermarkInMs(self) -> int:
         return self.ms
 
+    def getCurrentProcessingTimeInMs(self) -> int:
+        return 0  # the join path has no venue frontier: the batch's time is not used
+
 
 def run_batch(processor: JoinedArbProcessor, frame: pd.DataFrame, watermark_ms: int) -> pd.DataFrame:
     out = list(processor.handleInputRows((PAIR.name,), iter([frame]), Watermark(watermark_ms)))

@@ -27,8 +27,8 @@ def quote(exchange: str, t_us: int, bid: str, ask: str, seq: int) -> QuoteTick:
 def test_ticks_wait_for_the_watermark_then_run_in_rules_order_whatever_order_they_arrived_in():
     # Arrange: a lifted Binance bid (a buy-Coinbase window) arriving before the Coinbase quote it follows.
     state = PairState(PairTracker(PAIR, RULES), [], None)
-    state.add([quote("binance", 2_000, "65800", "65801", 2), quote("binance", 500, "65000", "65001", 1)])
-    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)])
+    state.add([quote("binance", 2_000, "65800", "65801", 2), quote("binance", 500, "65000", "65001", 1)], 1)
+    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)], 2)
 
     # Act
     before = state.release(400)
@@ -45,9 +45,9 @@ def test_ticks_wait_for_the_watermark_then_run_in_rules_order_whatever_order_the
 
 def test_state_survives_a_json_round_trip_and_a_gap_closes_the_window_at_once():
     state = PairState(PairTracker(PAIR, RULES), [], None)
-    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)])
+    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)], 1)
     state.release(3_000)
-    state.add([StatusTick("binance", FeedState.GAP, 4_000, "BTC/USDT")])
+    state.add([StatusTick("binance", FeedState.GAP, 4_000, "BTC/USDT")], 2)
 
     restored = PairState.load(state.dump(), PAIR, RULES)
     events = restored.release(10_000)
@@ -57,7 +57,7 @@ def test_state_survives_a_json_round_trip_and_a_gap_closes_the_window_at_once():
 
 def test_output_rows_and_alert_line_carry_the_window_in_the_documented_format():
     state = PairState(PairTracker(PAIR, RULES), [], None)
-    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)])
+    state.add([quote("coinbase", 1_000, "65000", "65001", 7), quote("binance", 2_000, "65800", "65801", 2)], 1)
     items = state.release(3_000)
     frame = output_frame(output_rows(items, emitted_us=9_000))
     window = frame[frame.kind == "window"].iloc[0].to_dict()
@@ -78,26 +78,57 @@ def test_output_rows_and_alert_line_carry_the_window_in_the_documented_format():
 
 
 def test_a_tick_is_final_once_both_venues_have_ticked_past_it_and_a_silent_venue_falls_back_to_the_delay():
-    # Arrange: D = 300 ms, reorder allowance 20 ms; times in µs.
+    # Arrange: D = 300 ms, reorder allowance 20 ms; event times in µs; the last argument is the micro-batch's time
+    # (ms of the wall clock, as Spark stamps a batch).
     state = PairState(PairTracker(PAIR, RULES), [], None)
-    state.add([quote("binance", 900_000, "65000", "65001", 1), quote("coinbase", 1_000_000, "65000", "65001", 7)])
-    state.add([StatusTick("binance", FeedState.CONNECTED, 1_500_000, None)])  # a status is not a venue's quote
+    state.add([quote("binance", 900_000, "65000", "65001", 1), quote("coinbase", 1_000_000, "65000", "65001", 7),
+               StatusTick("binance", FeedState.CONNECTED, 1_500_000, None)], 1_000)  # a status is not a venue's quote
 
-    # Act / Assert: the frontier is the older venue's latest quote (Binance, 0.9 s) less 20 ms.
-    assert state.final_us(0, 300_000, 20_000) == 1_200_000  # the pair's latest (the status) less D is higher here
-    state.add([quote("binance", 1_600_000, "65000", "65001", 2), quote("coinbase", 1_700_000, "65000", "65001", 8)])
-    assert state.final_us(0, 300_000, 20_000) == 1_580_000  # min(1.6 s, 1.7 s) - 20 ms: above 1.7 s - D
+    # Act / Assert: the frontier is the older venue's latest quote (Binance, 0.9 s) less 20 ms, not the pair's
+    # latest tick (the status) less D, while Binance brings quotes.
+    assert state.final_us(0, 300_000, 20_000, 1_000) == 880_000
+    state.add([quote("binance", 1_600_000, "65000", "65001", 2), quote("coinbase", 1_700_000, "65000", "65001", 8)],
+              1_700)
+    assert state.final_us(0, 300_000, 20_000, 1_700) == 1_580_000  # min(1.6 s, 1.7 s) - 20 ms
     assert [row.event_ts_us for row in state.release(1_580_000)] == [1_000_000]  # Coinbase 1.0 s against Binance 0.9
     assert [t.event_ts_us for t in state.buffer] == [1_600_000, 1_700_000]  # the status (1.5 s) went too
 
-    # A silent Binance: Coinbase moves on, the line follows the pair's latest tick less D.
-    state.add([quote("coinbase", 3_000_000, "65000", "65001", 9)])
-    assert state.final_us(0, 300_000, 20_000) == 2_700_000
-    assert state.final_us(2_800_000, 300_000, 20_000) == 2_800_000  # never below Spark's watermark
-    assert state.final_us(0, 300_000, None) == 2_700_000  # no frontier (the join path)
+    # A silent Binance (no quote in the batch): its clock runs on with the wall clock from its last delivery (1.6 s
+    # delivered at 1,700 ms), less D; never beyond the pair's latest tick less D; Spark's watermark not while Coinbase
+    # brings quotes, and in a batch that brings neither venue a quote, the watermark too.
+    state.add([quote("coinbase", 3_000_000, "65000", "65001", 9)], 2_500)
+    assert state.final_us(2_800_000, 300_000, 20_000, 2_500) == 2_100_000  # 1.6 s + 0.8 s - D
+    state.add([quote("coinbase", 3_200_000, "65000", "65001", 10)], 3_500)
+    assert state.final_us(2_800_000, 300_000, 20_000, 3_500) == 2_900_000  # 3.2 s - D (1.6 + 1.8 - D is higher)
+    assert state.final_us(3_000_000, 300_000, 20_000, 4_000) == 3_000_000
+    assert state.final_us(3_000_000, 300_000, None, 3_500) == 3_000_000  # no frontier (the join path): as before
 
     # The venue clocks survive the state store.
-    assert PairState.load(state.dump(), PAIR, RULES).venue_max_us == {"binance": 1_600_000, "coinbase": 3_000_000}
+    restored = PairState.load(state.dump(), PAIR, RULES)
+    assert restored.venue_max_us == {"binance": 1_600_000, "coinbase": 3_200_000}
+    assert restored.venue_batch_ms == {"binance": 1_700, "coinbase": 3_500}
+
+
+def test_a_venue_seconds_behind_the_other_holds_the_line_for_as_long_as_it_brings_quotes():
+    # Arrange: both venues to 1.0 s; then a batch planned while a burst was half written: Coinbase to 9.0 s, Binance
+    # only to 2.0 s, with Spark's watermark already at 8.7 s (the whole stream's latest less D).
+    state = PairState(PairTracker(PAIR, RULES), [], None)
+    state.add([quote("binance", 1_000_000, "65000", "65001", 1), quote("coinbase", 1_000_000, "65000", "65001", 1)],
+              1_000)
+    state.add([quote("coinbase", t, "65000", "65001", k) for k, t in enumerate(range(1_100_000, 9_000_001, 100_000))]
+              + [quote("binance", t, "65000", "65001", k) for k, t in enumerate(range(1_100_000, 2_000_001, 100_000))],
+              1_100)
+
+    # Act / Assert: Binance is behind and still coming: its latest quote bounds the line, not 9.0 s - D nor 8.7 s.
+    assert state.final_us(8_700_000, 300_000, 20_000, 1_100) == 1_980_000
+    out = state.release(1_980_000)
+    # Its next batch brings the rest: every Coinbase tick is then compared with a fresh Binance quote.
+    state.add([quote("binance", t, "65000", "65001", k) for k, t in enumerate(range(2_100_000, 9_000_001, 100_000))],
+              1_200)
+    out += state.release(state.final_us(8_700_000, 300_000, 20_000, 1_200))
+    assert state.tracker.late_ticks == 0
+    rows = [r for r in out if type(r).__name__ == "SpreadRow"]
+    assert max(max(r.coinbase_age_ms, r.binance_age_ms) for r in rows) <= 100
 
 
 def test_a_tick_below_the_released_line_is_dropped_and_reported_in_a_late_row():
@@ -111,8 +142,8 @@ def test_a_tick_below_the_released_line_is_dropped_and_reported_in_a_late_row():
 
     batches = [
         Batch(0, {"BTC/USD": tick_frame([event("coinbase", 1_000_000, 1), event("binance", 1_100_000, 1),
-                                          event("coinbase", 1_200_000, 2)])}),
-        Batch(0, {"BTC/USD": tick_frame([event("binance", 1_050_000, 2)])}),
+                                          event("coinbase", 1_200_000, 2)])}, 1),
+        Batch(0, {"BTC/USD": tick_frame([event("binance", 1_050_000, 2)])}, 2),
     ]
 
     # Act
