@@ -213,10 +213,9 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing_in_silver_and
     from streaming.config import from_settings
 
     # Arrange: a child `arb stream all` (compacting its tables every second), the first half of a scenario published
-    # while it starts. Published in one go: publishing a second burst of historical ticks while the hot path was
-    # polling failed once in four CI runs (a window closed "stale" instead of "spread"); likeliest reading, not
-    # verified: the venues' partitions became visible seconds of event time apart and the watermark delay dropped
-    # the lagging venue's ticks as late (docs/BENCHMARKS.md, 5,000 quotes/s).
+    # while it starts. The child's JVM outlives the SIGKILL by ~0.5 s and may plan one more hot-path batch over part
+    # of the second half, which the restart replays: venues visible seconds of event time apart in one batch (what
+    # hotpath.PairState.final_us waits for; a "stale" close here was that, before be89536).
     settings = kafka_broker.with_topics(f"k{os.getpid()}{int(time.time()) % 100000}.")
     settings = dataclasses.replace(settings, data_dir=make_data_dir(tmp_path / "data"))
     config = from_settings(settings, environ={})
