@@ -404,7 +404,6 @@ def match_alerts(opened: list[dict], truth: list[dict], period_us: tuple[int, in
         if hit in injected and hit not in found:
             found[hit] = (line["_seen_us"] - truth[hit]["start_us"]) / 1000
     return {"windows_injected": len(injected), "windows_found": len(found), "windows_false": false,
-            "latencies_ms": [found[i] for i in sorted(found)],
             "detections": [(truth[i]["start_us"], found[i]) for i in sorted(found)]}
 
 
@@ -795,7 +794,7 @@ def _report(args, progress, matched, hotpath_stats, silver, lag_samples, sent, p
         for key, value in p["durationMs"].items():
             breakdown[key] = breakdown.get(key, 0) + value
     breakdown = {k: round(v / max(1, len(hot))) for k, v in sorted(breakdown.items())}
-    latencies = matched["latencies_ms"]
+    latencies = [ms for _, ms in matched["detections"]]
     from_event = hotpath_stats.summary()
     per_query = query_busy(progress, span_s)
     silver_samples = silver.samples

@@ -90,7 +90,6 @@ def test_alerts_are_matched_to_windows_sent_in_the_period_with_latency_from_the_
 
     # Assert: w2's alert has not come: found 1 of 2; the wrong-direction one is false; latency from w1's send time
     assert (got["windows_injected"], got["windows_found"], got["windows_false"]) == (2, 1, 1)
-    assert got["latencies_ms"] == [1_500.0]
     assert got["detections"] == [(t0 + 3 * SECOND, 1_500.0)]
 
 
