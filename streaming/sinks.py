@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -40,36 +41,49 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def split_arrow(frame: DataFrame, tables: dict[str, transforms.TableRows],
-                schemas: dict[str, Any] | None = None) -> dict[str, Any]:
+class ArrowSplit:
     """Several tables of one micro-batch in one Spark job: name -> Arrow table, as `rows.of(frame).toArrow()` each.
 
     Each row is tagged with the first table whose condition it meets (the tables' conditions are exclusive: every
     row feeds at most one), and carries that table's columns only (the others null, so a dead letter's raw text is
-    not copied into every row). `schemas` caches each table's Arrow schema (types and nullability as Spark's own
-    `toArrow` gives them) across micro-batches: the frame's schema does not change.
+    not copied into every row). The projection's columns are built once and reused for every micro-batch (built
+    anew, its few hundred py4j calls took ~0.3 s per batch, idle); so is each table's Arrow schema (types and
+    nullability as Spark's own `toArrow` gives them: the frame's schema does not change). A table's `stamped`
+    columns come back as the driver's clock at the collect.
     """
-    from pyspark.sql.pandas.types import to_arrow_schema
 
-    names = list(tables)
-    tag = F.when(tables[names[0]].where, F.lit(0))
-    for index, name in enumerate(names[1:], start=1):
-        tag = tag.when(tables[name].where, F.lit(index))
-    tagged = frame.select("*", tag.alias("_table"))
-    columns = [F.when(F.col("_table") == index, column).alias(f"_{index}_{column_name}")
-               for index, name in enumerate(names) for column_name, column in tables[name].columns.items()]
-    collected = tagged.select("_table", *columns).toArrow()
-    schemas = {} if schemas is None else schemas
-    out = {}
-    for index, name in enumerate(names):
-        rows = tables[name]
-        if name not in schemas:
-            schemas[name] = to_arrow_schema(rows.of(frame).schema, error_on_duplicated_field_names_in_struct=True,
-                                            timezone="UTC")
-        part = collected.filter(pc.equal(collected["_table"], index))
-        part = part.select([f"_{index}_{column_name}" for column_name in rows.columns])
-        out[name] = part.rename_columns(list(rows.columns)).cast(schemas[name])
-    return out
+    def __init__(self, tables: dict[str, transforms.TableRows]) -> None:
+        self.tables = tables
+        names = list(tables)
+        tag = F.when(tables[names[0]].where, F.lit(0))
+        for index, name in enumerate(names[1:], start=1):
+            tag = tag.when(tables[name].where, F.lit(index))
+        self.tag = tag.alias("_table")
+        self.columns = [
+            F.when(F.col("_table") == index, F.lit(None) if column_name in rows.stamped else column)
+            .alias(f"_{index}_{column_name}")
+            for index, (name, rows) in enumerate(tables.items()) for column_name, column in rows.columns.items()]
+        self.schemas: dict[str, Any] = {}
+
+    def collect(self, frame: DataFrame) -> dict[str, Any]:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        collected = frame.select("*", self.tag).select("_table", *self.columns).toArrow()
+        now = datetime.now(UTC)
+        out = {}
+        for index, (name, rows) in enumerate(self.tables.items()):
+            if name not in self.schemas:
+                self.schemas[name] = to_arrow_schema(rows.of(frame).schema,
+                                                     error_on_duplicated_field_names_in_struct=True, timezone="UTC")
+            schema = self.schemas[name]
+            part = collected.select([f"_{index}_{column_name}" for column_name in rows.columns])
+            part = part.filter(pc.equal(collected["_table"], index)).rename_columns(list(rows.columns))
+            for column_name in rows.stamped:
+                at = part.schema.get_field_index(column_name)
+                stamp = pa.array([now] * part.num_rows, schema.field(column_name).type)
+                part = part.set_column(at, column_name, stamp)
+            out[name] = part.cast(schema)
+        return out
 
 
 class Laps:
@@ -88,7 +102,7 @@ class Laps:
 class LakeSink:
     """One micro-batch -> several Delta tables of the lake, each committed once per (query, table, batch id).
 
-    A local lake: one Spark job collects every table's rows in Arrow (`split_arrow`) and delta-rs commits them from
+    A local lake: one Spark job collects every table's rows in Arrow (`ArrowSplit`) and delta-rs commits them from
     the driver. A Hadoop lake (s3a://...): Spark's Delta writer, one write per table over the cached batch.
     """
 
@@ -96,16 +110,18 @@ class LakeSink:
                  tables: Callable[[], dict[str, transforms.TableRows]], job: str = "lake") -> None:
         self.config = config
         self.query_id = query_id
-        self.tables = tables  # built per batch: Spark columns need the session
+        self.make_tables = tables  # called at the first batch (Spark columns need the session), then kept
         self.job = job
-        self.schemas: dict[str, Any] = {}
+        self.splitter: ArrowSplit | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        tables = self.tables()
+        if self.splitter is None:
+            self.splitter = ArrowSplit(self.make_tables())
+        tables = self.splitter.tables
         query = self.query_id.get()
         if is_local(self.config.lake):
             laps = Laps()
-            split = split_arrow(batch, tables, self.schemas)
+            split = self.splitter.collect(batch)
             laps.lap("collect_ms")
             for name, table in split.items():
                 append_arrow(table, self.config.table(name), f"{query}/{name}", batch_id, ["date"])

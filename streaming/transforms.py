@@ -196,11 +196,14 @@ class TableRows:
     """The rows of a frame one table takes (`where`) and the columns it makes of them (name -> expression).
 
     A sink feeding several tables from one micro-batch collects them all in one Spark job (`streaming.sinks.
-    split_arrow`); `of` is the same table as a frame of its own.
+    ArrowSplit`); `of` is the same table as a frame of its own. `stamped` names columns that are the time of the
+    write (`current_timestamp()` here): collected to Arrow, the driver stamps them instead, since a per-batch
+    literal in the projection would make Spark generate and compile its code again in every micro-batch.
     """
 
     where: Column
     columns: dict[str, Column]
+    stamped: tuple[str, ...] = ()
 
     def of(self, frame: DataFrame) -> DataFrame:
         return frame.where(self.where).select(*(column.alias(name) for name, column in self.columns.items()))
@@ -251,7 +254,7 @@ def dead_letter_rows() -> TableRows:
     return TableRows(F.col("reason").isNotNull(), {
         "source": F.col("topic"), **_columns("topic", "partition", "offset"), "raw": F.col("value"),
         "reason": F.col("reason"), "ingest_ts": F.current_timestamp(), "date": F.to_date("kafka_ts"),
-    })
+    }, stamped=("ingest_ts",))
 
 
 def silver_tables() -> dict[str, TableRows]:

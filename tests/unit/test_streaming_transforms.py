@@ -279,18 +279,23 @@ def test_split_arrow_collects_each_table_as_its_own_frame_would_in_one_job(spark
 
     frame = _silver_events(spark)
     tables = transforms.silver_tables()
-    schemas: dict = {}
-    split = sinks.split_arrow(frame, tables, schemas)
+    splitter = sinks.ArrowSplit(tables)
+    before = datetime.now(UTC)
+    split = splitter.collect(frame)
     assert list(split) == list(tables)
     for name, rows in tables.items():
         alone = rows.of(frame).toArrow()
         assert split[name].schema == alone.schema, name
         got, want = split[name].to_pylist(), alone.to_pylist()
-        if name == "silver/dead_letter":  # ingest_ts is the clock of each collect
+        if name == "silver/dead_letter":  # ingest_ts is the clock of each collect (the driver's in the split)
+            assert all(before <= r["ingest_ts"] <= datetime.now(UTC) for r in got)
             got, want = ([{k: v for k, v in r.items() if k != "ingest_ts"} for r in t] for t in (got, want))
         assert got == want, name
     assert [split[name].num_rows for name in tables] == [2, 1, 1, 1]
-    assert sinks.split_arrow(frame, tables, schemas)["silver/quotes"].schema == split["silver/quotes"].schema
+    # The same splitter (its columns and schemas kept) on the next micro-batch: the same tables.
+    again = splitter.collect(frame)
+    assert {name: t.drop_columns(["ingest_ts"]) if name == "silver/dead_letter" else t for name, t in again.items()} \
+        == {name: t.drop_columns(["ingest_ts"]) if name == "silver/dead_letter" else t for name, t in split.items()}
 
 
 def test_the_lake_sink_commits_each_table_once_per_batch_and_skips_a_replay(spark, tmp_path):
