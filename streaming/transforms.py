@@ -73,12 +73,10 @@ BRONZE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "i
 
 
 def bronze(records: DataFrame) -> DataFrame:
-    """The record exactly as it arrived, with ingest time and a date partition (of the Kafka timestamp)."""
-    return records.select(
-        "key", "value", "topic", "partition", "offset", "kafka_ts",
-        F.current_timestamp().alias("ingest_ts"),
-        F.to_date("kafka_ts").alias("date"),
-    )
+    """The record exactly as it arrived, with a date partition (of the Kafka timestamp). The ingest time is added at
+    the write (`bronze_tables`)."""
+    return records.select("key", "value", "topic", "partition", "offset", "kafka_ts",
+                          F.to_date("kafka_ts").alias("date"))
 
 
 def _micros(name: str) -> Column:
@@ -214,8 +212,10 @@ def _columns(*names: str) -> dict[str, Column]:
 
 
 def bronze_tables(topics_by_table: dict[str, list[str]]) -> dict[str, TableRows]:
-    """Bronze records -> one table per exchange (and feed status), by the topic they came from."""
-    return {table: TableRows(F.col("topic").isin(topics), _columns(*BRONZE_COLUMNS))
+    """Bronze records -> one table per exchange (and feed status), by the topic they came from, stamped with the
+    time of the write."""
+    columns = {name: F.current_timestamp() if name == "ingest_ts" else F.col(name) for name in BRONZE_COLUMNS}
+    return {table: TableRows(F.col("topic").isin(topics), columns, stamped=("ingest_ts",))
             for table, topics in topics_by_table.items()}
 
 

@@ -298,6 +298,38 @@ def test_split_arrow_collects_each_table_as_its_own_frame_would_in_one_job(spark
         == {name: t.drop_columns(["ingest_ts"]) if name == "silver/dead_letter" else t for name, t in split.items()}
 
 
+def test_bronze_keeps_each_record_as_it_arrived_in_its_exchange_s_table_stamped_at_the_write(spark):
+    from streaming import sinks, transforms
+
+    frame = transforms.bronze(records(spark, [
+        ("coinbase.quotes", "not json at all"),
+        ("binance.trades", '{"e":"trade"}'),
+        ("feed.status", "{}"),
+        ("coinbase.trades", ""),
+    ]))
+    tables = transforms.bronze_tables({"bronze/coinbase": ["coinbase.quotes", "coinbase.trades"],
+                                       "bronze/binance": ["binance.quotes", "binance.trades"],
+                                       "bronze/feed_status": ["feed.status"]})
+    before = datetime.now(UTC)
+    split = sinks.ArrowSplit(tables).collect(frame)
+    after = datetime.now(UTC)
+    got = {name: table.to_pylist() for name, table in split.items()}
+    for rows in got.values():
+        for row in rows:
+            assert before <= row.pop("ingest_ts") <= after
+
+    def record(value, topic, offset):
+        return {"key": None, "value": value, "topic": topic, "partition": 0, "offset": offset, "kafka_ts": TS0,
+                "date": date(2026, 11, 22)}
+
+    assert got == {
+        "bronze/coinbase": [record("not json at all", "coinbase.quotes", 0), record("", "coinbase.trades", 3)],
+        "bronze/binance": [record('{"e":"trade"}', "binance.trades", 1)],
+        "bronze/feed_status": [record("{}", "feed.status", 2)],
+    }
+    assert split["bronze/binance"].column_names == list(transforms.BRONZE_COLUMNS)
+
+
 def test_the_lake_sink_commits_each_table_once_per_batch_and_skips_a_replay(spark, tmp_path):
     from deltalake import DeltaTable
 
