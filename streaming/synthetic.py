@@ -160,19 +160,27 @@ def topic_for(record: Record, topics) -> str:
 
 def publish(records: list[Record], kafka_client: dict[str, str], topics, realtime: bool = False,
             on_sent=None) -> int:
-    """Publish records to Kafka; with `realtime`, each when the wall clock reaches its time."""
+    """Publish records to Kafka with the producers' settings; with `realtime`, each when the wall clock reaches its
+    time. A full local queue (the broker behind) holds the publisher back instead of failing it."""
     import time
 
     from confluent_kafka import Producer
 
-    producer = Producer({**kafka_client, "enable.idempotence": True, "acks": "all", "linger.ms": 2})
+    from producers.kafka_sink import DEFAULT_PRODUCER_CONFIG
+
+    producer = Producer({**DEFAULT_PRODUCER_CONFIG, **kafka_client})
     sent = 0
     for record in records:
         if realtime:
             delay = record.t_us / 1e6 - time.time()
             if delay > 0:
                 time.sleep(delay)
-        producer.produce(topic_for(record, topics), key=record.key.encode(), value=record.value)
+        while True:
+            try:
+                producer.produce(topic_for(record, topics), key=record.key.encode(), value=record.value)
+                break
+            except BufferError:
+                producer.poll(0.01)
         sent += 1
         if on_sent is not None:
             on_sent(record)
