@@ -620,9 +620,14 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         # Warm-up: market traffic without (counted) windows until the first slow batches are behind us ...
         rules = config.rules
         warm_t0 = time.monotonic()
+        generate_us_per_record = 20.0
         if args.source == "direct":
             warm_start = time.time_ns() // 1000 + 2_000_000
+            generating = time.monotonic()
             warm = _scenario(rules, warm_start, args.warmup, args.rate, every_s=1e9).records()
+            # The measured market is generated before its clock starts: allow twice what this one took per record.
+            generate_us_per_record = max(generate_us_per_record,
+                                         2e6 * (time.monotonic() - generating) / max(1, len(warm)))
             synthetic.publish(warm, client, bench_settings.kafka.topics, realtime=True)
         else:
             # Windows all along (the emulator's clock cannot wait); only those sent in the measured period count.
@@ -672,7 +677,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
         extra: dict[str, Any] = {}
         if args.source == "direct":
-            start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * 20)  # generation time
+            start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * generate_us_per_record)
             scenario = _scenario(rules, start_us, args.duration, args.rate)
             records = scenario.records()
             sampler = threading.Thread(target=sample, daemon=True)
