@@ -11,6 +11,7 @@ Truth of an injected window (docs/RULES.md as-of alignment): it opens at the fir
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -135,17 +136,27 @@ class Scenario:
         import orjson
 
         records = self.records() if records is None else records
-        out = []
+        sells = []
         for w in self.windows:
             sell = "binance" if w.direction == BUY_COINBASE_SELL_BINANCE else "coinbase"
-            symbol = self.rules.pair(w.pair).symbol_on(sell)
-            times = [r.t_us for r in records
-                     if r.topic_kind == f"quotes:{sell}" and orjson.loads(r.value)["symbol"] == symbol]
-            start = min(t for t in times if t >= w.start_us)
+            sells.append((f"quotes:{sell}", self.rules.pair(w.pair).symbol_on(sell)))
+        # One pass over the records (in time order) for the sell venues' quote times: once per window took a minute
+        # for a 300 s market at 5,000 quotes/s.
+        times: dict[tuple[str, str], list[int]] = {key: [] for key in sells}
+        kinds = {kind for kind, _ in sells}
+        for r in records:
+            if r.topic_kind in kinds:
+                key = (r.topic_kind, orjson.loads(r.value)["symbol"])
+                if key in times:
+                    times[key].append(r.t_us)
+        out = []
+        for w, key in zip(self.windows, sells):
+            sell_times = times[key]
+            start = sell_times[bisect.bisect_left(sell_times, w.start_us)]  # the first lifted quote
             if w.gap_at_us is not None and w.gap_at_us < w.end_us:
                 end, reason = w.gap_at_us, "feed_gap"
             else:
-                end, reason = min(t for t in times if t >= w.end_us), "spread"
+                end, reason = sell_times[bisect.bisect_left(sell_times, w.end_us)], "spread"
             out.append({"pair": w.pair, "direction": w.direction, "start_us": start, "end_us": end,
                         "close_reason": reason})
         return out

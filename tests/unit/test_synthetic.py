@@ -1,6 +1,8 @@
-"""`streaming.synthetic.publish`: a full local queue holds the publisher back, nothing is dropped or reordered."""
+"""`streaming.synthetic`: the truth of a market's injected windows, and a publisher that a full queue holds back."""
 
 from __future__ import annotations
+
+import json
 
 import confluent_kafka
 
@@ -48,3 +50,28 @@ def test_a_full_local_queue_makes_the_publisher_wait_and_every_record_goes_out_i
     assert producer.config["queue.buffering.max.messages"] == 1_000_000
     assert producer.config["enable.idempotence"] is True
     assert producer.config["bootstrap.servers"] == "127.0.0.1:1"
+
+
+def test_the_truth_of_a_window_is_the_sell_venue_s_first_quotes_at_its_start_and_end_or_its_gap():
+    from arbitrage.rules import RulesConfig
+
+    t0 = 1_796_000_000_000_000
+    second = 1_000_000
+    scenario = synthetic.Scenario(RulesConfig(), t0, 12.0, 60.0, windows=[
+        synthetic.Injected("BTC/USD", "buy_coinbase_sell_binance", t0 + 2 * second + 1, t0 + 5 * second),
+        synthetic.Injected("ETH/USD", "buy_binance_sell_coinbase", t0 + 4 * second, t0 + 9 * second,
+                           gap_at_us=t0 + 7 * second),
+    ])
+    records = scenario.records()
+
+    def sell_quotes(exchange, symbol):
+        return [r.t_us for r in records
+                if r.topic_kind == f"quotes:{exchange}" and json.loads(r.value)["symbol"] == symbol]
+
+    btc, eth = sell_quotes("binance", "BTC/USDT"), sell_quotes("coinbase", "ETH/USD")
+    assert scenario.truth(records) == [
+        {"pair": "BTC/USD", "direction": "buy_coinbase_sell_binance", "close_reason": "spread",
+         "start_us": min(t for t in btc if t > t0 + 2 * second), "end_us": min(t for t in btc if t >= t0 + 5 * second)},
+        {"pair": "ETH/USD", "direction": "buy_binance_sell_coinbase", "close_reason": "feed_gap",
+         "start_us": min(t for t in eth if t >= t0 + 4 * second), "end_us": t0 + 7 * second},
+    ]
