@@ -10,7 +10,7 @@ picks others, e.g. `bronze,silver,hotpath`, the default until 2026-12-02). The m
   Kafka. The emulator's ground truth says when each window's opening tick was sent.
 - `direct`: a synthetic market (streaming.synthetic) published in real time straight to the quote topics (no
   WebSocket, no producer: the emulator's socket throughput, ~3-8k frames/s per client here, caps `emulator`), by a
-  child process (`publish_in_child`) during the measured period.
+  child process (`MarketPublisher`); the measured period starts with its first record.
 
 Measured after a warm-up (`--warmup`, 120 s by default, and until the hot path has caught up): in a JVM's first
 minutes the JIT compiler takes up to half a core and batches run twice as long (docs/BENCHMARKS.md), which is not
@@ -126,35 +126,46 @@ def _publish_market(rules: Any, start_us: int, duration_s: float, rate: float, c
                  "cpu_s": cpu_s})
 
 
-def publish_in_child(rules: Any, start_us: int, duration_s: float, rate: float, client: dict[str, str], topics: Any,
-                     timeout_s: float) -> dict[str, Any]:
-    """Publish the direct market from a child process, so that it keeps its schedule: in the bench's own process
-    (the Spark driver) it shared the GIL with the sinks and fell behind (~4,800 of 5,000 quotes/s). Returns the truth,
-    the records sent, how late the first went out and the CPU seconds the publishing took."""
-    import multiprocessing
-    import queue
+class MarketPublisher:
+    """The direct market's publisher in a child process, so that it keeps its schedule: in the bench's own process
+    (the Spark driver) it shared the GIL with the sinks and fell behind (~4,800 of 5,000 quotes/s).
 
-    context = multiprocessing.get_context("spawn")  # not fork: the driver has a JVM gateway and threads
-    results = context.Queue()
-    child = context.Process(target=_publish_market, name="arb-bench-publisher", daemon=True,
-                            args=(rules, start_us, duration_s, rate, client, topics, results))
-    child.start()
-    deadline = time.monotonic() + timeout_s + max(0.0, start_us / 1e6 - time.time())
-    try:
-        while True:
-            try:
-                return results.get(timeout=1)
-            except queue.Empty:
-                if not child.is_alive() or time.monotonic() > deadline:
-                    try:
-                        return results.get(timeout=5)  # put just before it exited
-                    except queue.Empty:
-                        raise RuntimeError(f"the direct publisher gave no result (exit code {child.exitcode})") \
-                            from None
-    finally:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.kill()
+    `start()` spawns it (it generates the market until `start_us`); `result()` waits for the end of the publish and
+    returns the truth, the records sent, how late the first went out and the CPU seconds the publishing took."""
+
+    def __init__(self, rules: Any, start_us: int, duration_s: float, rate: float, client: dict[str, str],
+                 topics: Any) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # not fork: the driver has a JVM gateway and threads
+        self.results = context.Queue()
+        self.child = context.Process(target=_publish_market, name="arb-bench-publisher", daemon=True,
+                                     args=(rules, start_us, duration_s, rate, client, topics, self.results))
+        self.start_us, self.duration_s = start_us, duration_s
+
+    def start(self) -> "MarketPublisher":
+        self.child.start()
+        return self
+
+    def result(self, timeout_s: float) -> dict[str, Any]:
+        import queue
+
+        deadline = time.monotonic() + timeout_s + max(0.0, self.start_us / 1e6 + self.duration_s - time.time())
+        try:
+            while True:
+                try:
+                    return self.results.get(timeout=1)
+                except queue.Empty:
+                    if not self.child.is_alive() or time.monotonic() > deadline:
+                        try:
+                            return self.results.get(timeout=5)  # put just before it exited
+                        except queue.Empty:
+                            raise RuntimeError("the direct publisher gave no result "
+                                               f"(exit code {self.child.exitcode})") from None
+        finally:
+            self.child.join(timeout=10)
+            if self.child.is_alive():
+                self.child.kill()
 
 
 def _cpu_s(root_pid: int) -> float:
@@ -730,12 +741,16 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         publisher_cpu_s = 0.0
         if args.source == "direct":
             start_us = time.time_ns() // 1000 + 3_000_000 + int(args.duration * args.rate * generate_us_per_record)
+            publisher = MarketPublisher(rules, start_us, args.duration, args.rate, client,
+                                        bench_settings.kafka.topics).start()
+            # The period starts with the market: before it the pipeline only waits while the market is generated.
+            time.sleep(max(0.0, start_us / 1e6 - time.time()))
+            progress_from = len(listener.progress)
             sampler = threading.Thread(target=sample, daemon=True)
             t0 = time.monotonic()
-            cpu0 = _cpu_s(os.getpid())
+            cpu0 = _cpu_s(os.getpid()) - _cpu_s(publisher.child.pid)  # the publisher counts its own (below)
             sampler.start()
-            published = publish_in_child(rules, start_us, args.duration, args.rate, client,
-                                         bench_settings.kafka.topics, timeout_s=args.duration + MAX_CATCH_UP_S)
+            published = publisher.result(timeout_s=MAX_CATCH_UP_S)
             truth, sent, publisher_cpu_s = published["truth"], published["sent"], published["cpu_s"]
             # A market generated too slowly starts late: its first records then go out as one burst of backlog, which
             # would be measured as the pipeline's lag. Reported, so such a run can be told apart.

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_the_child_publisher_sends_every_record_in_real_time_and_returns_the_market_s_truth(kafka_topics):
     from arbitrage.rules import RulesConfig
-    from streaming.bench import _scenario, publish_in_child
+    from streaming.bench import MarketPublisher, _scenario
     from streaming.synthetic import topic_for
 
     rules = RulesConfig()
@@ -23,7 +23,7 @@ def test_the_child_publisher_sends_every_record_in_real_time_and_returns_the_mar
     scenario = _scenario(rules, start_us, 6.0, 300)
     records = scenario.records()
 
-    got = publish_in_child(rules, start_us, 6.0, 300, kafka_topics.kafka.client_config(), topics, timeout_s=60)
+    got = MarketPublisher(rules, start_us, 6.0, 300, kafka_topics.kafka.client_config(), topics).start().result(60)
 
     assert got["sent"] == len(records)
     assert got["truth"] == scenario.truth(records) and len(got["truth"]) == 1
