@@ -80,7 +80,7 @@ class ArrowSplit:
             part = part.filter(pc.equal(collected["_table"], index)).rename_columns(list(rows.columns))
             for column_name in rows.stamped:
                 at = part.schema.get_field_index(column_name)
-                stamp = pa.array([now] * part.num_rows, schema.field(column_name).type)
+                stamp = pa.repeat(pa.scalar(now, schema.field(column_name).type), part.num_rows)
                 part = part.set_column(at, column_name, stamp)
             out[name] = part.cast(schema)
         return out
