@@ -152,16 +152,15 @@ class MarketPublisher:
 
         deadline = time.monotonic() + timeout_s + max(0.0, self.start_us / 1e6 + self.duration_s - time.time())
         try:
-            while True:
+            while self.child.is_alive() and time.monotonic() < deadline:
                 try:
                     return self.results.get(timeout=1)
                 except queue.Empty:
-                    if not self.child.is_alive() or time.monotonic() > deadline:
-                        try:
-                            return self.results.get(timeout=5)  # put just before it exited
-                        except queue.Empty:
-                            raise RuntimeError("the direct publisher gave no result "
-                                               f"(exit code {self.child.exitcode})") from None
+                    pass
+            try:
+                return self.results.get(timeout=5)  # put just before it exited
+            except queue.Empty:
+                raise RuntimeError(f"the direct publisher gave no result (exit code {self.child.exitcode})") from None
         finally:
             self.child.join(timeout=10)
             if self.child.is_alive():
