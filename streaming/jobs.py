@@ -146,8 +146,15 @@ def start_hotpath(spark: SparkSession, config: StreamingConfig, available_now: b
         records = read_kafka(spark, config, input_topics(config, with_trades=False), config.hotpath)
         frame = hotpath_frame(spark, config, records)
     alerts = sinks.AlertLog(config.alert_log, config.topics.alerts, kafka_client, config.alert_webhook_url)
-    return start_query(spark, config, "hotpath", config.hotpath, frame,
-                       lambda qid: sinks.HotPathSink(config, qid, alerts, on_alerts, on_late), available_now)
+    made: list[sinks.HotPathSink] = []
+
+    def make_sink(query_id: sinks.QueryId) -> sinks.HotPathSink:
+        made.append(sinks.HotPathSink(config, query_id, alerts, on_alerts, on_late))
+        return made[0]
+
+    query = start_query(spark, config, "hotpath", config.hotpath, frame, make_sink, available_now)
+    spool = made[0].spool
+    return query if spool is None else sinks.SpooledQuery(query, spool)
 
 
 def start(spark: SparkSession, config: StreamingConfig, job: str, available_now: bool = False,

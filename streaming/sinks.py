@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,11 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from arb.alerts import plain_decimal
 from arb.logs import log_event
 from streaming import hotpath, transforms
-from streaming.config import StreamingConfig
+from streaming.config import StreamingConfig, join_path
 
 log = logging.getLogger("streaming.sink")
 
@@ -227,6 +229,125 @@ class OpenTables:
 open_tables = OpenTables()  # the local tables this process appends to (streaming.compaction compacts them)
 
 
+class LakeSpool:
+    """Appends to local Delta tables taken off a query's critical path, without giving up exactly-once.
+
+    `put` writes a micro-batch's tables to Arrow IPC files in the spool directory (fsync'd, then renamed into place)
+    and returns; a writer thread appends them (`append_arrow`: once per app id and batch id) while Spark runs the
+    next batch, then deletes the files. Spark commits a batch only after its sink returns, so a committed batch's
+    rows are in Delta or still in the spool: whatever a crash left there is appended when the spool is next opened,
+    in batch order, before any new batch. The writer is at most one batch behind (`put` waits for room), and a
+    failed append is raised by the next `put` or `flush`, its files kept for the next opening.
+
+    One spool per directory in a process (`LakeSpool.open`): a restarted query takes over the running one, so two
+    writers never append the same file.
+    """
+
+    _open: dict[str, "LakeSpool"] = {}
+    _open_lock = threading.Lock()
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory.removeprefix("file://"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._queue: queue.Queue[list[tuple[Path, Any, str, str]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lake-spool", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, directory: str) -> "LakeSpool":
+        """The process's spool at `directory`, with every batch a previous run left in it appended."""
+        with cls._open_lock:
+            spool = cls._open.get(directory)
+            if spool is None:
+                spool = cls._open[directory] = cls(directory)
+            else:
+                spool.drain()  # the previous query's last batch
+                spool._error = None  # its files are still here: replayed below
+        spool.replay()
+        return spool
+
+    @staticmethod
+    def _file_name(batch_id: int, name: str) -> str:
+        return f"{batch_id:020d}.{name}.arrow"
+
+    def put(self, batch_id: int, tables: list[tuple[str, Any, str, str]]) -> None:
+        """Spool `(name, arrow table, table path, app id)` of micro-batch `batch_id`, durably, for the writer."""
+        self._raise_failure()
+        spooled = []
+        for name, table, path, app_id in tables:
+            file = self.directory / self._file_name(batch_id, name)
+            metadata = {b"arb.table": path.encode(), b"arb.app_id": app_id.encode()}
+            partial = file.with_suffix(".partial")
+            with open(partial, "wb") as sink:
+                with pa.ipc.new_file(sink, table.schema.with_metadata(metadata)) as writer:
+                    writer.write_table(table.replace_schema_metadata(metadata))
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(partial, file)
+            spooled.append((file, table, path, app_id))
+        if not spooled:
+            return
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the renames themselves
+        finally:
+            os.close(directory)
+        self._queue.put(spooled)
+
+    def flush(self) -> None:
+        """Wait until every spooled batch is in Delta; raises the writer's failure if there was one."""
+        self.drain()
+        self._raise_failure()
+
+    def drain(self) -> None:
+        """Wait until the writer is idle (a failure stays logged, and its files in the spool)."""
+        self._queue.join()
+
+    def replay(self) -> int:
+        """Append every spooled file, in batch order, from this thread; returns how many there were."""
+        files = sorted(self.directory.glob("*.arrow"))
+        for file in files:
+            table = pa.ipc.open_file(file).read_all()
+            metadata = table.schema.metadata
+            self._append(file, table.replace_schema_metadata(None), metadata[b"arb.table"].decode(),
+                         metadata[b"arb.app_id"].decode())
+        if files:
+            log_event(log, "spool_replayed", directory=str(self.directory), files=len(files))
+        return len(files)
+
+    @staticmethod
+    def _append(file: Path, table: Any, path: str, app_id: str) -> None:
+        append_arrow(table, path, app_id, int(file.name.split(".", 1)[0]), ["date"])
+        file.unlink(missing_ok=True)  # a batch put twice (run again) is one file
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"a spooled Delta append failed (kept in {self.directory}): {self._error}") \
+                from self._error
+
+    def _run(self) -> None:
+        while True:
+            spooled = self._queue.get()
+            try:
+                if spooled is None:
+                    return
+                if self._error is None:  # after a failure, later batches wait in the spool for the next opening
+                    laps = Laps()
+                    for file, table, path, app_id in spooled:
+                        self._append(file, table, path, app_id)
+                        laps.lap(f"{file.name.split('.')[1]}_ms")
+                    log_event(log, "lake_batch", level=logging.DEBUG, job="hotpath",
+                              batch_id=int(spooled[0][0].name.split(".", 1)[0]),
+                              rows=sum(entry[1].num_rows for entry in spooled), **laps.ms)
+            except Exception as exc:  # noqa: BLE001 - raised to the query by the next put or flush
+                log_event(log, "spool_append_failed", logging.ERROR, directory=str(self.directory),
+                          error=f"{type(exc).__name__}: {exc}")
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+
 class QueryId:
     """The query's id, known only once `start()` returns; the first batch may run before that."""
 
@@ -335,9 +456,32 @@ class AlertLog:
         return lines
 
 
+class SpooledQuery(StreamingQuery):
+    """A query whose sink appends through a `LakeSpool`: once it has ended, been stopped or processed all that is
+    available, its batches are in Delta as well, for whoever reads the tables next."""
+
+    def __init__(self, query: StreamingQuery, spool: LakeSpool) -> None:
+        super().__init__(query._jsq)
+        self.spool = spool
+
+    def awaitTermination(self, timeout: int | None = None) -> bool | None:
+        ended = super().awaitTermination(timeout)
+        if ended is None or ended:
+            self.spool.flush()
+        return ended
+
+    def processAllAvailable(self) -> None:
+        super().processAllAvailable()
+        self.spool.flush()
+
+    def stop(self) -> None:
+        super().stop()
+        self.spool.drain()  # a failed append was logged and raised to the query; its files wait for the next start
+
+
 class HotPathSink:
-    """Processor output -> alerts first (latency), then silver/spreads and gold/arb_windows; ticks the processor
-    dropped as late are logged (WARNING `late_ticks`) and handed to `on_late`."""
+    """Processor output -> alerts first (latency), then silver/spreads and gold/arb_windows (spooled, on a local
+    lake); ticks the processor dropped as late are logged (WARNING `late_ticks`) and handed to `on_late`."""
 
     def __init__(self, config: StreamingConfig, query_id: QueryId, alerts: AlertLog,
                  on_alerts: Callable[[list[dict]], None] | None = None,
@@ -347,6 +491,11 @@ class HotPathSink:
         self.alerts = alerts
         self.on_alerts = on_alerts
         self.on_late = on_late
+        # A local lake is appended from a spool beside the query's checkpoint (`LakeSpool`), off the critical path
+        # of the next alert; a Hadoop lake is written by Spark, in the batch.
+        local = all(is_local(config.table(t)) for t in ("silver/spreads", "gold/arb_windows"))
+        self.spool = (LakeSpool.open(join_path(config.checkpoint("hotpath"), "lake_spool"))
+                      if local and is_local(config.checkpoint("hotpath")) else None)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         laps = Laps()
@@ -370,10 +519,14 @@ class HotPathSink:
             if self.on_late is not None:
                 self.on_late(total)
         qid = self.query_id.get()
-        spreads = hotpath.spreads_arrow(out)
-        for name, table, path in (("spreads", spreads, self.config.table("silver/spreads")),
-                                  ("windows", windows, self.config.table("gold/arb_windows"))):
-            if table.num_rows:
-                append_table(batch.sparkSession, table, path, f"{qid}/{name}", batch_id)
-            lap(f"{name}_ms")
+        appends = [(name, table, self.config.table(path), f"{qid}/{name}")
+                   for name, table, path in (("spreads", hotpath.spreads_arrow(out), "silver/spreads"),
+                                             ("windows", windows, "gold/arb_windows")) if table.num_rows]
+        if self.spool is not None:
+            self.spool.put(batch_id, appends)  # appended while the next batch runs
+            lap("spool_ms")
+        else:
+            for name, table, path, app_id in appends:
+                append_table(batch.sparkSession, table, path, app_id, batch_id)
+                lap(f"{name}_ms")
         log_event(log, "batch", level=logging.DEBUG, batch_id=batch_id, **laps.ms)
