@@ -83,8 +83,7 @@ def _micros(name: str) -> Column:
     return F.timestamp_micros(F.col(f"w.{name}"))
 
 
-def _money(name: str) -> Column:
-    return F.col(f"w.{name}").try_cast(MONEY)
+MONEY_FIELDS = ("bid", "bid_size", "ask", "ask_size", "price", "size")
 
 
 def parse_events(records: DataFrame, known_symbols: dict[str, list[str]], max_future_ms: int,
@@ -99,10 +98,20 @@ def parse_events(records: DataFrame, known_symbols: dict[str, list[str]], max_fu
         F.from_json(F.col("value"), WIRE_SCHEMA, {"mode": "PERMISSIVE"}).alias("w"),
         F.when(F.col("value").rlike(r"^\s*\{"), F.lit(True)).otherwise(F.lit(False)).alias("_is_object"),
     )
+    # What several checks use, computed once in a projection of its own. Spark does not share a subexpression between
+    # the branches of a `when` / `coalesce`, so inside the checks each decimal cast ran once per check that names it:
+    # the checks cost twice the rest of the parse (docs/BENCHMARKS.md). Spark keeps the projections apart because
+    # inlining these into the next would repeat them.
+    w = w.select(
+        "*",
+        *[F.col(f"w.{name}").try_cast(MONEY).alias(f"_{name}") for name in MONEY_FIELDS],
+        F.unix_micros(F.col("kafka_ts")).alias("_kafka_us"),
+        F.element_at(F.split(F.col("topic"), r"\."), -2).alias("_topic_exchange"),
+    )
     kind = F.col("w.type")
-    kafka_us = F.unix_micros(F.col("kafka_ts"))
-    topic_exchange = F.element_at(F.split(F.col("topic"), r"\."), -2)
-    money = {name: _money(name) for name in ("bid", "bid_size", "ask", "ask_size", "price", "size")}
+    kafka_us = F.col("_kafka_us")
+    topic_exchange = F.col("_topic_exchange")
+    money = {name: F.col(f"_{name}") for name in MONEY_FIELDS}
     symbol_known = F.lit(False)
     for exchange, symbols in known_symbols.items():
         symbol_known = symbol_known | ((F.col("w.exchange") == exchange) & F.col("w.symbol").isin(list(symbols)))
