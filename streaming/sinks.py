@@ -236,8 +236,9 @@ class LakeSpool:
     and returns; a writer thread appends them (`append_arrow`: once per app id and batch id) while Spark runs the
     next batch, then deletes the files. Spark commits a batch only after its sink returns, so a committed batch's
     rows are in Delta or still in the spool: whatever a crash left there is appended when the spool is next opened,
-    in batch order, before any new batch. The writer is at most one batch behind (`put` waits for room), and a
-    failed append is raised by the next `put` or `flush`, its files kept for the next opening.
+    in batch order, before any new batch. At most two batches wait for the writer (one appending, one queued; a
+    third `put` waits for room), and a failed append is raised by the next `put` or `flush`, its files kept for
+    the next opening.
 
     One spool per directory in a process (`LakeSpool.open`): a restarted query takes over the running one, so two
     writers never append the same file.
