@@ -250,7 +250,8 @@ class LakeSpool:
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory.removeprefix("file://"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.Queue[list[tuple[Path, Any, str, str]] | None] = queue.Queue(maxsize=1)
+        # (batch id, [(table name, spool file, arrow table, table path, app id)]), or None to stop
+        self._queue: queue.Queue[tuple[int, list[tuple[str, Path, Any, str, str]]] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="lake-spool", daemon=True)
         self._thread.start()
@@ -272,6 +273,10 @@ class LakeSpool:
     def _file_name(batch_id: int, name: str) -> str:
         return f"{batch_id:020d}.{name}.arrow"
 
+    @staticmethod
+    def _batch_of(file: Path) -> int:
+        return int(file.name.split(".", 1)[0])
+
     def put(self, batch_id: int, tables: list[tuple[str, Any, str, str]]) -> None:
         """Spool `(name, arrow table, table path, app id)` of micro-batch `batch_id`, durably, for the writer."""
         self._raise_failure()
@@ -286,7 +291,7 @@ class LakeSpool:
                 sink.flush()
                 os.fsync(sink.fileno())
             os.replace(partial, file)
-            spooled.append((file, table, path, app_id))
+            spooled.append((name, file, table, path, app_id))
         if not spooled:
             return
         directory = os.open(self.directory, os.O_RDONLY)
@@ -294,7 +299,7 @@ class LakeSpool:
             os.fsync(directory)  # the renames themselves
         finally:
             os.close(directory)
-        self._queue.put(spooled)
+        self._queue.put((batch_id, spooled))
 
     def flush(self) -> None:
         """Wait until every spooled batch is in Delta; raises the writer's failure if there was one."""
@@ -311,15 +316,15 @@ class LakeSpool:
         for file in files:
             table = pa.ipc.open_file(file).read_all()
             metadata = table.schema.metadata
-            self._append(file, table.replace_schema_metadata(None), metadata[b"arb.table"].decode(),
-                         metadata[b"arb.app_id"].decode())
+            self._append(self._batch_of(file), file, table.replace_schema_metadata(None),
+                         metadata[b"arb.table"].decode(), metadata[b"arb.app_id"].decode())
         if files:
             log_event(log, "spool_replayed", directory=str(self.directory), files=len(files))
         return len(files)
 
     @staticmethod
-    def _append(file: Path, table: Any, path: str, app_id: str) -> None:
-        append_arrow(table, path, app_id, int(file.name.split(".", 1)[0]), ["date"])
+    def _append(batch_id: int, file: Path, table: Any, path: str, app_id: str) -> None:
+        append_arrow(table, path, app_id, batch_id, ["date"])
         file.unlink(missing_ok=True)  # a batch put twice (run again) is one file
 
     def _raise_failure(self) -> None:
@@ -329,18 +334,18 @@ class LakeSpool:
 
     def _run(self) -> None:
         while True:
-            spooled = self._queue.get()
+            item = self._queue.get()
             try:
-                if spooled is None:
+                if item is None:
                     return
                 if self._error is None:  # after a failure, later batches wait in the spool for the next opening
+                    batch_id, spooled = item
                     laps = Laps()
-                    for file, table, path, app_id in spooled:
-                        self._append(file, table, path, app_id)
-                        laps.lap(f"{file.name.split('.')[1]}_ms")
-                    log_event(log, "lake_batch", level=logging.DEBUG, job="hotpath",
-                              batch_id=int(spooled[0][0].name.split(".", 1)[0]),
-                              rows=sum(entry[1].num_rows for entry in spooled), **laps.ms)
+                    for name, file, table, path, app_id in spooled:
+                        self._append(batch_id, file, table, path, app_id)
+                        laps.lap(f"{name}_ms")
+                    log_event(log, "lake_batch", level=logging.DEBUG, job="hotpath", batch_id=batch_id,
+                              rows=sum(entry[2].num_rows for entry in spooled), **laps.ms)
             except Exception as exc:  # noqa: BLE001 - raised to the query by the next put or flush
                 log_event(log, "spool_append_failed", logging.ERROR, directory=str(self.directory),
                           error=f"{type(exc).__name__}: {exc}")
