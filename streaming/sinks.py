@@ -499,9 +499,9 @@ class HotPathSink:
         self.on_late = on_late
         # A local lake is appended from a spool beside the query's checkpoint (`LakeSpool`), off the critical path
         # of the next alert; a Hadoop lake is written by Spark, in the batch.
-        local = all(is_local(config.table(t)) for t in ("silver/spreads", "gold/arb_windows"))
-        self.spool = (LakeSpool.open(join_path(config.checkpoint("hotpath"), "lake_spool"))
-                      if local and is_local(config.checkpoint("hotpath")) else None)
+        checkpoint = config.checkpoint("hotpath")
+        self.spool = (LakeSpool.open(join_path(checkpoint, "lake_spool"))
+                      if is_local(config.lake) and is_local(checkpoint) else None)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         laps = Laps()
