@@ -1,15 +1,19 @@
 """Market analytics jobs (`arb stream analytics`): three small streaming queries beside the hot path.
 
-    analytics_candles  trade topics -> parse -> dedupe (exchange, symbol, trade id) -> price levels per 1-minute
-                       event-time window -> gold/candles_1m (open, high, low, close, volume, VWAP, trades)
-    analytics_mid      quote topics -> parse -> dedupe (exchange, symbol, seq) -> mid bars per minute ->
-                       gold/mid_bars, then gold/mid_ma_5m, gold/hourly_change and gold/premium from those bars
-    analytics_crash    quote topics -> parse -> dedupe -> 1-second high/low mid bars (short watermark) ->
+    analytics_candles  silver/trades (a Delta stream) -> price levels per 1-minute event-time window ->
+                       gold/candles_1m (open, high, low, close, volume, VWAP, trades)
+    analytics_mid      silver/quotes (a Delta stream) -> mid bars per minute -> gold/mid_bars, then gold/mid_ma_5m,
+                       gold/hourly_change and gold/premium from those bars
+    analytics_crash    quote topics -> the silver parse -> 1-second high/low mid bars (short watermark) ->
                        gold/crash_bars and `flash_crash` alerts (alert log + alerts topic)
 
-They read Kafka, not silver, so that a crash alert is one micro-batch away from the quote (silver would add its own
-trigger and commit), and they use the silver parse (`streaming.transforms.parse_events`) and its dedupe keys, so they
-see exactly the records silver keeps. The rules are `arbitrage.analytics`.
+Candles and mid bars are built on the silver tables: rows silver has already parsed, validated and deduplicated, so
+they count exactly what silver keeps, and the same quotes are not read from Kafka, parsed and deduplicated once
+more beside the hot path (docs/BENCHMARKS.md: that work, done by each query, was what pushed the hot path's tail
+past 2 s). Until 2026-12-03 they read Kafka. The flash-crash query still reads Kafka, with the silver parse
+(`streaming.transforms.parse_events`), so that its alert is one micro-batch away from the quote (silver would add
+its own trigger and commit). It keeps no dedupe: a repeated quote changes no high, low or last mid. The rules are
+`arbitrage.analytics`.
 
 Lateness (event time, per query): the watermark is the latest event time seen minus `watermark_s` (10 s; 2 s for the
 crash bars). A record within it lands in its own bar, however late it arrives; a record older than the watermark
@@ -76,28 +80,19 @@ JOB_CONFIG = {
 
 # ---- pure transforms -------------------------------------------------------------------------------------------
 
-def valid_trades(events: DataFrame) -> DataFrame:
-    """Parsed events -> valid trades with their dedupe key."""
-    trades = events.where((F.col("kind") == "trade") & F.col("reason").isNull())
-    return trades.select("exchange", "symbol", "price", "size", "event_ts", "seq", "trade_id",
-                         F.col("trade_id").alias("dedupe_id"))
-
-
-def valid_mids(events: DataFrame) -> DataFrame:
-    """Parsed events -> the mid of every valid, uncrossed quote (rounded HALF_UP to 12 places), with its order keys
-    (event_ts, seq, Kafka offset: the tie-break where the exchange gives no sequence)."""
-    quotes = events.where((F.col("kind") == "quote") & F.col("reason").isNull() & ~F.col("is_crossed"))
-    position = F.concat_ws(":", "topic", F.col("partition").cast("string"), F.col("offset").cast("string"))
-    return quotes.select(
+def quote_mids(quotes: DataFrame) -> DataFrame:
+    """Valid quotes (silver/quotes rows, or parsed events that passed the checks) -> the mid of every uncrossed one
+    (rounded HALF_UP to 12 places), with its order keys (event_ts, seq, Kafka offset: the tie-break where the
+    exchange gives no sequence)."""
+    return quotes.where(~F.col("is_crossed")).select(
         "exchange", "symbol", "event_ts", "seq", "offset",
         F.round((F.col("bid") + F.col("ask")) / 2, 12).cast(MONEY).alias("mid"),
-        F.coalesce(F.col("seq").cast("string"), position).alias("dedupe_id"),
     )
 
 
-def deduplicated(rows: DataFrame, watermark: str) -> DataFrame:
-    """Drop a record seen before (same exchange, symbol and dedupe id) within the watermark."""
-    return rows.withWatermark("event_ts", watermark).dropDuplicatesWithinWatermark(["exchange", "symbol", "dedupe_id"])
+def valid_mids(events: DataFrame) -> DataFrame:
+    """Parsed events -> `quote_mids` of the valid quotes among them."""
+    return quote_mids(events.where((F.col("kind") == "quote") & F.col("reason").isNull()))
 
 
 def trade_levels(trades: DataFrame, config: AnalyticsConfig) -> DataFrame:
@@ -369,10 +364,17 @@ def _events(spark: SparkSession, config: StreamingConfig, name: str, kind: str) 
     return jobs.parse(config, records)
 
 
+def _silver(spark: SparkSession, config: StreamingConfig, table: str) -> DataFrame:
+    """A silver table as a stream of the rows silver appends (the table is created empty if silver has not
+    written it yet)."""
+    jobs.create_silver_tables(spark, config)
+    return spark.readStream.format("delta").load(config.table(table))
+
+
 def start_candles(spark: SparkSession, config: StreamingConfig, analytics: AnalyticsConfig,
                   available_now: bool = False) -> StreamingQuery:
     name = "analytics_candles"
-    trades = deduplicated(valid_trades(_events(spark, config, name, "trades")), f"{analytics.watermark_s} seconds")
+    trades = _silver(spark, config, "silver/trades").withWatermark("event_ts", f"{analytics.watermark_s} seconds")
     return jobs.start_query(spark, config, name, JOB_CONFIG[name], trade_levels(trades, analytics),
                             lambda qid: CandleSink(config, analytics, qid), available_now)
 
@@ -380,7 +382,8 @@ def start_candles(spark: SparkSession, config: StreamingConfig, analytics: Analy
 def start_mid(spark: SparkSession, config: StreamingConfig, analytics: AnalyticsConfig,
               available_now: bool = False) -> StreamingQuery:
     name = "analytics_mid"
-    mids = deduplicated(valid_mids(_events(spark, config, name, "quotes")), f"{analytics.watermark_s} seconds")
+    mids = quote_mids(_silver(spark, config, "silver/quotes")).withWatermark("event_ts",
+                                                                            f"{analytics.watermark_s} seconds")
     return jobs.start_query(spark, config, name, JOB_CONFIG[name], mid_bars(mids, analytics.bar_s),
                             lambda qid: MidSink(config, analytics, qid), available_now)
 
@@ -389,8 +392,7 @@ def start_crash(spark: SparkSession, config: StreamingConfig, analytics: Analyti
                 available_now: bool = False, on_alerts: Callable[[list[dict]], None] | None = None
                 ) -> StreamingQuery:
     name = "analytics_crash"
-    # No dedupe here: a repeated quote changes no high, low or last mid, and one stateful operator less per
-    # micro-batch is latency the alert keeps.
+    # No dedupe (see the module's docstring): one stateful operator less per micro-batch is latency the alert keeps.
     mids = valid_mids(_events(spark, config, name, "quotes")).withWatermark(
         "event_ts", f"{analytics.crash_watermark_ms} milliseconds")
     return jobs.start_query(spark, config, name, JOB_CONFIG[name], crash_bars(mids, analytics),

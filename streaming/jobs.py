@@ -112,7 +112,29 @@ def silver_frame(config: StreamingConfig, records: DataFrame) -> DataFrame:
             .dropDuplicatesWithinWatermark(["kind", "exchange", "symbol", "dedupe_id"]))
 
 
+def create_silver_tables(spark: SparkSession, config: StreamingConfig) -> None:
+    """Create the silver tables that do not exist yet, empty, with the schema silver writes (its own sink, given an
+    empty batch), so that a query reading one as a stream can start before silver's first batch. Silver calls it
+    before it starts too, so in one process the two never race to create a table."""
+    from delta.tables import DeltaTable
+
+    def all_there() -> bool:
+        return all(DeltaTable.isDeltaTable(spark, config.table(name)) for name in transforms.silver_tables())
+
+    if all_there():
+        return
+    query_id = sinks.QueryId()
+    query_id.set("create")
+    try:
+        records = spark.createDataFrame([], transforms.KAFKA_RECORD_SCHEMA)
+        sinks.silver_sink(config, query_id)(transforms.dedupe_key(parse(config, records)), 0)
+    except Exception:
+        if not all_there():  # not another process creating them at the same moment
+            raise
+
+
 def start_silver(spark: SparkSession, config: StreamingConfig, available_now: bool = False) -> StreamingQuery:
+    create_silver_tables(spark, config)
     records = read_kafka(spark, config, input_topics(config), config.silver)
     return start_query(spark, config, "silver", config.silver, silver_frame(config, records),
                        lambda qid: sinks.silver_sink(config, qid), available_now)

@@ -57,6 +57,10 @@ REQUIRED = {
 }
 
 
+# What `kafka_records` makes of a Kafka source row (an empty frame of it stands for "no records yet").
+KAFKA_RECORD_SCHEMA = "key string, value string, topic string, partition int, offset long, kafka_ts timestamp"
+
+
 def kafka_records(raw: DataFrame) -> DataFrame:
     """Kafka source rows -> `key, value` as text plus where the record came from."""
     return raw.select(

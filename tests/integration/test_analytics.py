@@ -1,10 +1,11 @@
 """Market analytics end to end: the emulator's synthetic market with a scripted crash -> producers -> real Kafka ->
-the three analytics streaming queries (real Spark, real Delta) -> gold tables and alerts.
+silver and the three analytics streaming queries (real Spark, real Delta; candles and mid bars read the silver
+tables) -> gold tables and alerts.
 
 Expected values come from the Polars reference (`arbitrage.analytics_oracle`) run on what Kafka holds, for every bar
 the queries' final watermark has closed; the crash also from the emulator's ground truth (one alert per scripted
 crash, inside the crash's time span). The queries are stopped and restarted from their checkpoints mid-crash, so the
-comparison also says that a restart loses and repeats nothing. Runs 3-4 minutes.
+comparison also says that a restart loses and repeats nothing. Runs 3-5 minutes.
 """
 
 from __future__ import annotations
@@ -68,14 +69,18 @@ def kafka_ends(settings, topics: list[str]) -> dict[str, dict[str, int]]:
         consumer.close()
 
 
-def caught_up(query, ends: dict[str, dict[str, int]]) -> bool:
-    """The query has read every offset in `ends` and its last batch carried no data (the watermark moved on)."""
+def caught_up(query, ends: dict[str, dict[str, int]] | int) -> bool:
+    """The query has read every offset in `ends` (Kafka), or every version of its Delta source up to `ends`, and its
+    last batch carried no data (the watermark moved on)."""
     progress = query.lastProgress
     if not progress or query.status["isTriggerActive"]:
         return False
     read = progress["sources"][0]["endOffset"]
     read = orjson.loads(read) if isinstance(read, str) else read
-    done = all(int(read.get(t, {}).get(p, -1)) >= end for t, parts in ends.items() for p, end in parts.items())
+    if isinstance(ends, int):  # a Delta source's offset past a version it has read whole: (version + 1, index -1)
+        done = read["reservoirVersion"] > ends
+    else:
+        done = all(int(read.get(t, {}).get(p, -1)) >= end for t, parts in ends.items() for p, end in parts.items())
     return done and progress["numInputRows"] == 0
 
 
@@ -131,8 +136,11 @@ def us(column: str) -> pl.Expr:
 
 def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averages_premium_and_one_crash_alert(
         spark, kafka_topics, tmp_path):
+    from deltalake import DeltaTable
+
     from streaming import analytics as jobs
     from streaming.config import from_settings
+    from streaming.jobs import start_silver
 
     # Arrange: settings of our own (topics with a prefix, a fresh data dir), the queries, then the market.
     settings = dataclasses.replace(kafka_topics, data_dir=make_data_dir(tmp_path / "data"))
@@ -140,7 +148,7 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
     analytics = AnalyticsConfig(pairs=tuple(config.rules.pairs))
     alerts = AlertSinks([LogSink(Path(settings.alert_log)), KafkaSink(settings.kafka)])
     scenario = parse_scenario(SCENARIO)
-    queries = jobs.start_all(spark, config, alerts, analytics)
+    queries = [start_silver(spark, config), *jobs.start_all(spark, config, alerts, analytics)]
     for query in queries:  # started and polling Kafka (tens of seconds here): not the market's time
         wait_for(lambda: query.status["message"].startswith("Waiting"), 180, f"{query.name} to start")
     emulator = BackgroundEmulator(EmulatorConfig(coinbase_port=0, binance_port=0, scenario=scenario)).start()
@@ -152,13 +160,13 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
             producers.append(BackgroundProducer(spec, settings).start())
 
         # Act: stop every query (mid-batch, as a kill would) once the crash alert is out, restart them from their
-        # checkpoints while the crash goes on, run the scenario to its end, let every query read Kafka to its end.
+        # checkpoints while the crash goes on, run the scenario to its end, let every query read its input to its end.
         wait_for(lambda: "flash_crash" in read_text(Path(settings.alert_log)), scenario.duration_s + 60,
                  "the flash-crash alert")
         late_before = {q.name: jobs.late_rows_dropped(q) for q in queries}
         for query in queries:
             query.stop()
-        queries = jobs.start_all(spark, config, alerts, analytics)
+        queries = [start_silver(spark, config), *jobs.start_all(spark, config, alerts, analytics)]
         assert emulator.wait_finished(scenario.duration_s + 30)
         truth = emulator.ground_truth()
         for producer in producers:
@@ -166,9 +174,12 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
         producers.clear()
         topics = [getattr(settings.kafka.topics, k)(ex) for k in ("quotes", "trades") for ex in EXCHANGES]
         ends = kafka_ends(settings, topics)
-        for query in queries:
-            kind = "trades" if query.name == "analytics_candles" else "quotes"
-            mine = {t: p for t, p in ends.items() if t.endswith(f".{kind}")}
+        silver_tables = {"analytics_candles": "silver/trades", "analytics_mid": "silver/quotes"}
+        for query in queries:  # silver first: the candles and mid bars read its tables
+            if query.name in silver_tables:
+                mine = DeltaTable(config.table(silver_tables[query.name])).version()
+            else:
+                mine = {t: p for t, p in ends.items() if query.name == "silver" or t.endswith(".quotes")}
             wait_for(lambda: caught_up(query, mine), 120, f"{query.name} to catch up")
         late = {q.name: jobs.late_rows_dropped(q) + late_before[q.name] for q in queries}
         marks = {q.name: watermark_us(q) for q in queries}
@@ -181,7 +192,7 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
         alerts.close()
 
     # Assert: nothing was late (the precondition of an exact comparison) ...
-    assert late == {"analytics_candles": 0, "analytics_mid": 0, "analytics_crash": 0}
+    assert late == {"silver": 0, "analytics_candles": 0, "analytics_mid": 0, "analytics_crash": 0}
     trades = kafka_frame(settings, "trades")
     quotes = kafka_frame(settings, "quotes")
     assert trades.height > 500 and quotes.height > 3000

@@ -50,7 +50,7 @@ def events(spark, rows: list[tuple[str, str]]):
                                    max_future_ms=5_000, max_age_ms=86_400_000)
 
 
-def test_valid_mids_round_half_up_skip_crossed_and_bad_quotes_and_key_unsequenced_ones_by_position(spark):
+def test_valid_mids_round_half_up_and_skip_crossed_and_bad_quotes(spark):
     from streaming.analytics import valid_mids
 
     frame = valid_mids(events(spark, [
@@ -59,15 +59,31 @@ def test_valid_mids_round_half_up_skip_crossed_and_bad_quotes_and_key_unsequence
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 2, "-1", "100", None)),  # rejected by the parse
         ("binance.quotes", quote("binance", "BTC/USDT", T0 + 3, "99", "100", 42)),
     ]))
-    got = [tuple(r) for r in frame.select("exchange", "mid", "offset", "dedupe_id").collect()]
-    assert got == [("coinbase", D("100.000000000002"), 0, "coinbase.quotes:0:0"),  # .0000000000015 -> up
-                   ("binance", D("99.500000000000"), 3, "42")]
+    got = [tuple(r) for r in frame.select("exchange", "mid", "seq", "offset").collect()]
+    assert got == [("coinbase", D("100.000000000002"), None, 0),  # .0000000000015 -> up
+                   ("binance", D("99.500000000000"), 42, 3)]
+
+
+def test_the_mids_of_silver_quotes_rows_are_those_of_the_parsed_events(spark):
+    from streaming import transforms
+    from streaming.analytics import quote_mids, valid_mids
+
+    parsed = events(spark, [
+        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0, "100", "100.5", None)),
+        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 1, "101", "100", None)),  # crossed: in silver, no mid
+        ("binance.quotes", quote("binance", "BTC/USDT", T0 + 3, "99", "100", 42)),
+    ])
+    from_silver = quote_mids(transforms.silver_quotes(parsed))
+    assert from_silver.schema == valid_mids(parsed).schema
+    assert [tuple(r) for r in from_silver.collect()] == [tuple(r) for r in valid_mids(parsed).collect()]
+    assert from_silver.count() == 2
 
 
 def test_trade_levels_sum_each_price_of_each_minute_with_its_first_and_last_trade(spark):
-    from streaming.analytics import trade_levels, valid_trades
+    from streaming import transforms
+    from streaming.analytics import trade_levels
 
-    frame = trade_levels(valid_trades(events(spark, [
+    frame = trade_levels(transforms.silver_trades(events(spark, [
         ("binance.trades", trade(T0 + 1 * S, "100", "1", "a", 1)),
         ("binance.trades", trade(T0 + 2 * S, "100", "0.5", "b", 2)),
         ("binance.trades", trade(T0 + 3 * S, "101", "2", "c", 3)),
@@ -95,3 +111,38 @@ def test_mid_bars_and_crash_bars_order_equal_times_by_offset(spark):
     assert bars == [(T0, T0 + 60 * S, D("100"), D("102"), D("98"), D("98"), D("399"), 4)]
     crash = sorted(tuple(r) for r in crash_bars(mids, AnalyticsConfig()).drop("exchange", "symbol").collect())
     assert crash == [(T0, D("102"), D("100"), D("102")), (T0 + 2 * S, D("99"), D("98"), D("98"))]
+
+
+def test_silver_tables_created_empty_then_appended_by_silver_stream_their_rows_into_the_mids(spark, tmp_path):
+    from deltalake import DeltaTable
+
+    from arb.settings import Settings
+    from streaming import jobs, sinks, transforms
+    from streaming.analytics import quote_mids, valid_mids
+    from streaming.config import from_settings
+
+    config = from_settings(Settings(data_dir=tmp_path / "data"), environ={})
+    jobs.create_silver_tables(spark, config)
+    tables = {name: DeltaTable(config.table(name)) for name in transforms.silver_tables()}
+    assert {name: (t.version(), t.to_pyarrow_table().num_rows) for name, t in tables.items()} == \
+        {name: (0, 0) for name in tables}
+    jobs.create_silver_tables(spark, config)  # there already: nothing written
+    assert [DeltaTable(config.table(name)).version() for name in tables] == [0, 0, 0, 0]
+
+    # Act: silver's own sink appends a batch (delta-rs) to the tables it did not create; read them as a stream
+    parsed = events(spark, [
+        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0, "100", "100.5", None)),
+        ("binance.quotes", quote("binance", "BTC/USDT", T0 + 3, "99", "100", 42)),
+    ])
+    query_id = sinks.QueryId()
+    query_id.set("silver-query")
+    sinks.silver_sink(config, query_id)(transforms.dedupe_key(parsed), 0)
+    stream = quote_mids(spark.readStream.format("delta").load(config.table("silver/quotes")))
+    query = (stream.writeStream.format("memory").queryName("silver_mids").trigger(availableNow=True)
+             .option("checkpointLocation", str(tmp_path / "checkpoint")).start())
+    query.awaitTermination(120)
+
+    # Assert: the mids of the appended quotes, as the crash query makes them of the same parsed events
+    got = spark.sql("select * from silver_mids order by offset")
+    assert got.schema == valid_mids(parsed).schema
+    assert [tuple(r) for r in got.collect()] == [tuple(r) for r in valid_mids(parsed).collect()]
