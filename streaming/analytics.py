@@ -1,24 +1,24 @@
-"""Market analytics jobs (`arb stream analytics`): three small streaming queries beside the hot path.
+"""Market analytics jobs (`arb stream analytics`): three small streaming queries beside the hot path, each reading a
+silver table as a Delta stream (rows silver has parsed, validated and deduplicated).
 
-    analytics_candles  silver/trades (a Delta stream) -> price levels per 1-minute event-time window ->
-                       gold/candles_1m (open, high, low, close, volume, VWAP, trades)
-    analytics_mid      silver/quotes (a Delta stream) -> mid bars per minute -> gold/mid_bars, then gold/mid_ma_5m,
+    analytics_candles  silver/trades -> price levels per 1-minute event-time window -> gold/candles_1m (open, high,
+                       low, close, volume, VWAP, trades)
+    analytics_mid      silver/quotes -> mid bars per minute -> gold/mid_bars, then gold/mid_ma_5m,
                        gold/hourly_change and gold/premium from those bars
-    analytics_crash    quote topics -> the silver parse -> 1-second high/low mid bars (short watermark) ->
-                       gold/crash_bars and `flash_crash` alerts (alert log + alerts topic)
+    analytics_crash    silver/quotes -> 1-second high/low mid bars (short watermark) -> gold/crash_bars and
+                       `flash_crash` alerts (alert log + alerts topic)
 
-Candles and mid bars are built on the silver tables: rows silver has already parsed, validated and deduplicated, so
-they count exactly what silver keeps, and the same quotes are not read from Kafka, parsed and deduplicated once
-more beside the hot path (docs/BENCHMARKS.md: that work, done by each query, was what pushed the hot path's tail
-past 2 s). Until 2026-12-03 they read Kafka. The flash-crash query still reads Kafka, with the silver parse
-(`streaming.transforms.parse_events`), so that its alert is one micro-batch away from the quote (silver would add
-its own trigger and commit). It keeps no dedupe: a repeated quote changes no high, low or last mid. The rules are
+They count exactly what silver keeps. Until 2026-12-03 they read the quote and trade topics and ran the silver parse
+(and dedupe) themselves: the same quotes read from Kafka and parsed twice more beside the hot path, whose batches
+that work slowed (docs/BENCHMARKS.md). Reading silver costs the flash-crash alert silver's own delay (a batch every
+10 s) on top of its bucket, watermark and trigger; the rule looks back 2 minutes. The rules are
 `arbitrage.analytics`.
 
 Lateness (event time, per query): the watermark is the latest event time seen minus `watermark_s` (10 s; 2 s for the
 crash bars). A record within it lands in its own bar, however late it arrives; a record older than the watermark
 is dropped by Spark, logged and counted (`LateRowsListener`: `late_rows_dropped` in `analytics-late.json` under
-the metrics dir). A bar is written once, when the watermark passes its end: candles appear ~10 s after their minute.
+the metrics dir). A bar is written once, when the watermark passes its end: candles appear ~10 s after their minute,
+plus the time their trades take to reach silver and the next batch.
 
 Exactness: Spark only groups, orders and sums (a price level keeps its trades' sizes; a mid bar keeps the exact sum
 of its mids); the divisions (VWAP, means, percentages, bps) run in the driver on those few rows, in `Decimal`, with
@@ -70,8 +70,9 @@ MONEY = DecimalType(30, 12)
 SUM = DecimalType(38, 12)
 JOBS = ("analytics_candles", "analytics_mid", "analytics_crash")
 JOB_CONFIG = {
-    # Minute bars: a batch every 11-17 s is plenty. The crash rule looks back 2 minutes, so an alert ~10 s after the
-    # quote loses nothing; a batch every second kept this query running a batch all the time beside the hot path.
+    # Minute bars: a batch every 11-17 s is plenty. The crash rule looks back 2 minutes, so an alert ~10-20 s after
+    # the quote (silver's batch, then this one's) loses nothing; a batch every second kept the crash query running a
+    # batch all the time beside the hot path.
     # The intervals: streaming.config.TIMER_INTERVALS_S.
     name: JobConfig(trigger=every(name), state_store="rocksdb")
     for name in JOBS
@@ -81,18 +82,12 @@ JOB_CONFIG = {
 # ---- pure transforms -------------------------------------------------------------------------------------------
 
 def quote_mids(quotes: DataFrame) -> DataFrame:
-    """Valid quotes (silver/quotes rows, or parsed events that passed the checks) -> the mid of every uncrossed one
-    (rounded HALF_UP to 12 places), with its order keys (event_ts, seq, Kafka offset: the tie-break where the
-    exchange gives no sequence)."""
+    """silver/quotes rows -> the mid of every uncrossed quote (rounded HALF_UP to 12 places), with its order keys
+    (event_ts, seq, Kafka offset: the tie-break where the exchange gives no sequence)."""
     return quotes.where(~F.col("is_crossed")).select(
         "exchange", "symbol", "event_ts", "seq", "offset",
         F.round((F.col("bid") + F.col("ask")) / 2, 12).cast(MONEY).alias("mid"),
     )
-
-
-def valid_mids(events: DataFrame) -> DataFrame:
-    """Parsed events -> `quote_mids` of the valid quotes among them."""
-    return quote_mids(events.where((F.col("kind") == "quote") & F.col("reason").isNull()))
 
 
 def trade_levels(trades: DataFrame, config: AnalyticsConfig) -> DataFrame:
@@ -354,16 +349,6 @@ def logged_alert_ids(path: Path) -> set[str]:
 
 # ---- queries ---------------------------------------------------------------------------------------------------
 
-def _topics(config: StreamingConfig, kind: str) -> list[str]:
-    topics = config.topics
-    return [getattr(topics, kind)(exchange) for exchange in ("coinbase", "binance")]
-
-
-def _events(spark: SparkSession, config: StreamingConfig, name: str, kind: str) -> DataFrame:
-    records = jobs.read_kafka(spark, config, _topics(config, kind), JOB_CONFIG[name])
-    return jobs.parse(config, records)
-
-
 def _silver(spark: SparkSession, config: StreamingConfig, table: str) -> DataFrame:
     """A silver table as a stream of the rows silver appends (the table is created empty if silver has not
     written it yet)."""
@@ -392,8 +377,7 @@ def start_crash(spark: SparkSession, config: StreamingConfig, analytics: Analyti
                 available_now: bool = False, on_alerts: Callable[[list[dict]], None] | None = None
                 ) -> StreamingQuery:
     name = "analytics_crash"
-    # No dedupe (see the module's docstring): one stateful operator less per micro-batch is latency the alert keeps.
-    mids = valid_mids(_events(spark, config, name, "quotes")).withWatermark(
+    mids = quote_mids(_silver(spark, config, "silver/quotes")).withWatermark(
         "event_ts", f"{analytics.crash_watermark_ms} milliseconds")
     return jobs.start_query(spark, config, name, JOB_CONFIG[name], crash_bars(mids, analytics),
                             lambda qid: CrashSink(config, analytics, qid, alerts, on_alerts), available_now)

@@ -216,6 +216,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if job == "analytics":
             from streaming import analytics
 
+            if args.available_now:
+                # The candles and mid bars read silver's tables: this run's silver ends first, so they read all of it.
+                for query in queries:
+                    if query.name == "silver":
+                        query.awaitTermination()
             alerts = analytics.alert_sinks(settings)
             queries += analytics.start_all(spark, config, alerts, available_now=args.available_now)
             continue

@@ -1,6 +1,5 @@
 """Market analytics end to end: the emulator's synthetic market with a scripted crash -> producers -> real Kafka ->
-silver and the three analytics streaming queries (real Spark, real Delta; candles and mid bars read the silver
-tables) -> gold tables and alerts.
+silver and the three analytics streaming queries over its tables (real Spark, real Delta) -> gold tables and alerts.
 
 Expected values come from the Polars reference (`arbitrage.analytics_oracle`) run on what Kafka holds, for every bar
 the queries' final watermark has closed; the crash also from the emulator's ground truth (one alert per scripted
@@ -174,12 +173,12 @@ def test_scripted_crash_market_with_a_restart_gives_the_reference_candles_averag
         producers.clear()
         topics = [getattr(settings.kafka.topics, k)(ex) for k in ("quotes", "trades") for ex in EXCHANGES]
         ends = kafka_ends(settings, topics)
-        silver_tables = {"analytics_candles": "silver/trades", "analytics_mid": "silver/quotes"}
-        for query in queries:  # silver first: the candles and mid bars read its tables
-            if query.name in silver_tables:
-                mine = DeltaTable(config.table(silver_tables[query.name])).version()
+        for query in queries:  # silver first: the analytics read its tables
+            if query.name == "silver":
+                mine = ends
             else:
-                mine = {t: p for t, p in ends.items() if query.name == "silver" or t.endswith(".quotes")}
+                table = "silver/trades" if query.name == "analytics_candles" else "silver/quotes"
+                mine = DeltaTable(config.table(table)).version()
             wait_for(lambda: caught_up(query, mine), 120, f"{query.name} to catch up")
         late = {q.name: jobs.late_rows_dropped(q) + late_before[q.name] for q in queries}
         marks = {q.name: watermark_us(q) for q in queries}

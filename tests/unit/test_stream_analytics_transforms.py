@@ -50,33 +50,23 @@ def events(spark, rows: list[tuple[str, str]]):
                                    max_future_ms=5_000, max_age_ms=86_400_000)
 
 
-def test_valid_mids_round_half_up_and_skip_crossed_and_bad_quotes(spark):
-    from streaming.analytics import valid_mids
+def mids_of(parsed):
+    from streaming import transforms
+    from streaming.analytics import quote_mids
 
-    frame = valid_mids(events(spark, [
+    return quote_mids(transforms.silver_quotes(parsed))
+
+
+def test_the_mids_of_silver_quotes_round_half_up_and_skip_crossed_and_bad_quotes(spark):
+    frame = mids_of(events(spark, [
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0, "100.000000000001", "100.000000000002", None)),
-        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 1, "101", "100", None)),  # crossed
+        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 1, "101", "100", None)),  # crossed: in silver, no mid
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 2, "-1", "100", None)),  # rejected by the parse
         ("binance.quotes", quote("binance", "BTC/USDT", T0 + 3, "99", "100", 42)),
     ]))
     got = [tuple(r) for r in frame.select("exchange", "mid", "seq", "offset").collect()]
     assert got == [("coinbase", D("100.000000000002"), None, 0),  # .0000000000015 -> up
                    ("binance", D("99.500000000000"), 42, 3)]
-
-
-def test_the_mids_of_silver_quotes_rows_are_those_of_the_parsed_events(spark):
-    from streaming import transforms
-    from streaming.analytics import quote_mids, valid_mids
-
-    parsed = events(spark, [
-        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0, "100", "100.5", None)),
-        ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 1, "101", "100", None)),  # crossed: in silver, no mid
-        ("binance.quotes", quote("binance", "BTC/USDT", T0 + 3, "99", "100", 42)),
-    ])
-    from_silver = quote_mids(transforms.silver_quotes(parsed))
-    assert from_silver.schema == valid_mids(parsed).schema
-    assert [tuple(r) for r in from_silver.collect()] == [tuple(r) for r in valid_mids(parsed).collect()]
-    assert from_silver.count() == 2
 
 
 def test_trade_levels_sum_each_price_of_each_minute_with_its_first_and_last_trade(spark):
@@ -99,9 +89,9 @@ def test_trade_levels_sum_each_price_of_each_minute_with_its_first_and_last_trad
 
 
 def test_mid_bars_and_crash_bars_order_equal_times_by_offset(spark):
-    from streaming.analytics import crash_bars, mid_bars, valid_mids
+    from streaming.analytics import crash_bars, mid_bars
 
-    mids = valid_mids(events(spark, [
+    mids = mids_of(events(spark, [
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 5, "100", "100", None)),
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 5, "102", "102", None)),  # same time, later offset
         ("coinbase.quotes", quote("coinbase", "BTC/USD", T0 + 2 * S, "99", "99", None)),
@@ -118,7 +108,7 @@ def test_silver_tables_created_empty_then_appended_by_silver_stream_their_rows_i
 
     from arb.settings import Settings
     from streaming import jobs, sinks, transforms
-    from streaming.analytics import quote_mids, valid_mids
+    from streaming.analytics import quote_mids
     from streaming.config import from_settings
 
     config = from_settings(Settings(data_dir=tmp_path / "data"), environ={})
@@ -142,7 +132,8 @@ def test_silver_tables_created_empty_then_appended_by_silver_stream_their_rows_i
              .option("checkpointLocation", str(tmp_path / "checkpoint")).start())
     query.awaitTermination(120)
 
-    # Assert: the mids of the appended quotes, as the crash query makes them of the same parsed events
+    # Assert: the streamed mids are those of the same rows as a static frame, typed alike
     got = spark.sql("select * from silver_mids order by offset")
-    assert got.schema == valid_mids(parsed).schema
-    assert [tuple(r) for r in got.collect()] == [tuple(r) for r in valid_mids(parsed).collect()]
+    assert got.schema == mids_of(parsed).schema
+    assert [tuple(r) for r in got.collect()] == [tuple(r) for r in mids_of(parsed).collect()]
+    assert got.count() == 2
