@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             from streaming import analytics
 
             if args.available_now:
-                # The candles and mid bars read silver's tables: this run's silver ends first, so they read all of it.
+                # The analytics read silver's tables: this run's silver ends first, so that they read all of it.
                 for query in queries:
                     if query.name == "silver":
                         query.awaitTermination()
