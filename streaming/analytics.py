@@ -350,9 +350,7 @@ def logged_alert_ids(path: Path) -> set[str]:
 # ---- queries ---------------------------------------------------------------------------------------------------
 
 def _silver(spark: SparkSession, config: StreamingConfig, table: str) -> DataFrame:
-    """A silver table as a stream of the rows silver appends (the table is created empty if silver has not
-    written it yet)."""
-    jobs.create_silver_tables(spark, config)
+    """A silver table as a stream of the rows silver appends (`start_all` has created it if silver had not)."""
     return spark.readStream.format("delta").load(config.table(table))
 
 
@@ -386,8 +384,10 @@ def start_crash(spark: SparkSession, config: StreamingConfig, analytics: Analyti
 def start_all(spark: SparkSession, config: StreamingConfig, alerts: Any, analytics: AnalyticsConfig | None = None,
               available_now: bool = False) -> list[StreamingQuery]:
     """Start the three analytics queries; `alerts` receives the flash-crash alerts (`arb.alerts.AlertSinks`).
-    Late records are counted by a `LateRowsListener` added to the session."""
+    Late records are counted by a `LateRowsListener` added to the session. The silver tables they read are created
+    empty first if silver has not written them yet."""
     analytics = analytics or AnalyticsConfig(pairs=tuple(config.rules.pairs))
+    jobs.create_silver_tables(spark, config)
     add_listener(spark, LateRowsListener(config.metrics_dir))
     return [
         start_candles(spark, config, analytics, available_now),
